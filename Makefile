@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each builds .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := demo_out
+WORKERS ?= 2
+
+.PHONY: venv test demo demo-clean
+
+$(STAMP): setup.py constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+$(DEMO)/corpus/SUMMARY.json: $(STAMP) tools/make_demo_corpus.py
+	$(BIN)/python tools/make_demo_corpus.py --out $(DEMO)/corpus
+
+$(DEMO)/tokenizer/sp.model: $(DEMO)/corpus/SUMMARY.json
+	$(BIN)/python tools/train_tokenizer.py --input '$(DEMO)/corpus/train/*.jsonl.zst' \
+		--vocab-size 8000 --out $(DEMO)/tokenizer/sp
+
+$(DEMO)/data/manifest.json: $(DEMO)/tokenizer/sp.model
+	$(BIN)/python tools/convert_pile.py $(DEMO)/corpus --tokenizer $(DEMO)/tokenizer/sp.model \
+		--seq-len 256 --workers $(WORKERS) --out $(DEMO)/data --overwrite
+
+demo: $(DEMO)/data/manifest.json
+	$(BIN)/python tools/data_summary.py --data $(DEMO)/data --mixture dirichlet --steps 40
+
+demo-clean:
+	rm -rf $(DEMO)

@@ -1,0 +1,290 @@
+"""The Pile's jsonl / jsonl.zst -> one tokenized, token-packed MDS dataset per domain and split.
+
+Layout and format are DESIGN.md Contract 1. Documents are tokenized, each followed by EOS,
+joined into one stream per (split, domain), and cut into windows of seq_len + 1 tokens that
+start every seq_len tokens (so consecutive windows share one token and every token after
+the first is a label exactly once). The tail shorter than a window is dropped and counted.
+
+Parallelism: the main process reads raw lines in input order and writes the shards; worker
+processes parse and tokenize chunks of lines (``Pool.imap`` keeps chunk order), so the output
+is byte-identical for any number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from streaming import MDSWriter
+from tqdm import tqdm
+
+from draw_megatron.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, natural_weights
+from draw_megatron.data.pile import PILE_EPOCHS, BadInputLog, iter_raw_lines, parse_line, slugify
+from draw_megatron.data.encode_worker import EncodeTask, init_worker
+from draw_megatron.data.tokenizer import Tokenizer
+from draw_megatron.utils.fs import atomic_output_dir, atomic_write_json
+from draw_megatron.utils.log import get_logger
+
+log = get_logger(__name__)
+
+TOKENIZER_NAME = "tokenizer.model"
+
+
+class ConversionError(RuntimeError):
+    """The input cannot give a usable dataset (the message says why)."""
+
+
+@dataclass
+class ConvertConfig:
+    seq_len: int = 1024
+    """Tokens per training sequence; windows on disk hold seq_len + 1."""
+    workers: int = 1
+    """Tokenizer processes; 1 tokenizes in the main process. Output is identical for any N."""
+    domains: list[str] | None = None
+    """Allow-list of display names; other domains are skipped and counted."""
+    epochs: dict[str, float] = field(default_factory=dict)
+    """Epoch overrides by display name, on top of The Pile's own (PILE_EPOCHS)."""
+    shard_size: int = 1 << 25
+    """Bytes per MDS shard (lower it for thousands of domains: each open domain buffers one)."""
+    chunk_bytes: int = 1 << 20
+    """Raw input bytes per work item sent to a tokenizer process."""
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for name, value in self.epochs.items():
+            if not value > 0:
+                raise ValueError(f"epochs for {name!r} must be > 0, got {value}")
+
+
+# ---------------------------------------------------------------------------------------
+# Main side: windows per (split, domain), shards, manifest.
+
+
+class _DomainPacker:
+    """Packs one domain's token stream of one split into overlapping windows in MDS shards."""
+
+    def __init__(self, out_dir: str, seq_len: int, dtype: str, shard_size: int):
+        self.out_dir, self.seq_len = out_dir, seq_len
+        self.dtype, self.shard_size = dtype, shard_size
+        self.writer: MDSWriter | None = None
+        self.pending: list[np.ndarray] = []
+        self.num_pending = 0
+        self.documents = self.tokens = self.sequences = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.documents += 1
+        self.tokens += len(tokens)
+        self.pending.append(tokens)
+        self.num_pending += len(tokens)
+        if self.num_pending > self.seq_len:
+            self._flush()
+
+    def _flush(self) -> None:
+        stream = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        num_windows = (len(stream) - 1) // self.seq_len
+        if self.writer is None:
+            self.writer = MDSWriter(out=self.out_dir, columns={"tokens": f"ndarray:{self.dtype}"},
+                                    size_limit=self.shard_size, compression=None)
+        span = self.seq_len + 1
+        for i in range(num_windows):
+            start = i * self.seq_len
+            self.writer.write({"tokens": stream[start:start + span]})
+        self.sequences += num_windows
+        rest = stream[num_windows * self.seq_len:]  # starts with the last window's last token
+        self.pending, self.num_pending = [rest], len(rest)
+
+    def close(self) -> dict:
+        if self.writer is not None:
+            self.writer.finish()
+        # A token is dropped when no window holds it; the first pending token is the last
+        # window's last label whenever a window was written.
+        dropped = self.num_pending - (1 if self.sequences else 0)
+        return {"documents": self.documents, "tokens": self.tokens,
+                "sequences": self.sequences, "dropped_tokens": dropped}
+
+
+def _iter_chunks(paths: list[str], bad: BadInputLog, chunk_bytes: int
+                 ) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    size = 0
+    for path in paths:
+        for lineno, raw in iter_raw_lines(path, bad):
+            chunk.append((f"{path}:{lineno}", raw))
+            size += len(raw)
+            if size >= chunk_bytes:
+                yield chunk
+                chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class _SplitResult:
+    stats: dict[str, dict]  # display name -> counts
+    bad: BadInputLog
+    filtered: dict[str, int]
+
+
+def _token_dtype(vocab_size: int) -> str:
+    # Contract 1: uint16, and uint32 once the vocabulary exceeds 65,535 ids.
+    return "uint16" if vocab_size <= 65535 else "uint32"
+
+
+def _convert_split(split: str, paths: list[str], out_root: str, cfg: ConvertConfig,
+                   dtype: str, encode, slugs: dict[str, str]) -> _SplitResult:
+    bad = BadInputLog()
+    packers: dict[str, _DomainPacker] = {}
+    filtered: dict[str, int] = {}
+    allowed = set(cfg.domains) if cfg.domains else None
+    bar = tqdm(desc=f"convert {split}", unit="doc", dynamic_ncols=True, mininterval=1.0)
+    for docs, chunk_bad in encode(_iter_chunks(paths, bad, cfg.chunk_bytes)):
+        bad.merge(chunk_bad)
+        for domain, tokens in docs:
+            if allowed is not None and domain not in allowed:
+                filtered[domain] = filtered.get(domain, 0) + 1
+                continue
+            packer = packers.get(domain)
+            if packer is None:
+                slug = slugs.get(domain) or _new_slug(domain, slugs)
+                packer = packers[domain] = _DomainPacker(
+                    os.path.join(out_root, split, slug), cfg.seq_len, dtype, cfg.shard_size)
+            packer.add(tokens)
+        bar.update(len(docs))
+    bar.close()
+    stats = {domain: packer.close() for domain, packer in packers.items()}
+    return _SplitResult(stats=stats, bad=bad, filtered=filtered)
+
+
+def _new_slug(domain: str, slugs: dict[str, str]) -> str:
+    base = slugify(domain)
+    taken = set(slugs.values())
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}_{n}"
+    slugs[domain] = slug
+    return slug
+
+
+def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
+                   cfg: ConvertConfig, overwrite: bool = False) -> dict:
+    """Convert each split's files into ``out`` (Contract 1) and return the manifest.
+
+    ``splits`` maps a split name to its input files, in order. The output appears at ``out``
+    only when everything succeeded.
+    """
+    if not splits:
+        raise ConversionError("no split to convert")
+    tok = Tokenizer(tokenizer_path)
+    dtype = _token_dtype(tok.vocab_size)
+    slugs: dict[str, str] = {}
+    results: dict[str, _SplitResult] = {}
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        with _encoder(tokenizer_path, cfg.workers, dtype) as encode:
+            for split, paths in splits.items():
+                results[split] = res = _convert_split(split, paths, tmp, cfg, dtype, encode,
+                                                      slugs)
+                if not res.stats:
+                    raise ConversionError(_no_document_message(split, paths, res, cfg))
+        _check_allow_list(cfg, results)
+        shutil.copyfile(tokenizer_path, os.path.join(tmp, TOKENIZER_NAME))
+        manifest = _manifest(results, slugs, tok, cfg, dtype, splits)
+        atomic_write_json(os.path.join(tmp, MANIFEST_NAME), manifest)
+    return manifest
+
+
+class _encoder:
+    """Context manager giving ``encode(chunks) -> iterator of EncodeTask results`` in order."""
+
+    def __init__(self, model_path: str, workers: int, dtype: str):
+        self.model_path, self.workers, self.dtype = model_path, workers, dtype
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers == 1:
+            init_worker(self.model_path)
+            task = EncodeTask(self.dtype)
+            return lambda chunks: map(task, chunks)
+        # spawn, not fork: the parent holds torch's threads, which fork would copy. Workers
+        # import only encode_worker (numpy + SentencePiece), so they start fast.
+        ctx = mp.get_context("spawn")
+        self.pool = ctx.Pool(self.workers, initializer=init_worker,
+                             initargs=(self.model_path,))
+        return lambda chunks: _ordered_map(self.pool, EncodeTask(self.dtype), chunks,
+                                           depth=2 * self.workers)
+
+    def __exit__(self, exc_type, *_):
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+
+
+def _ordered_map(pool, task, items: Iterator, depth: int) -> Iterator:
+    """``pool.imap`` with at most ``depth`` items in flight (imap reads its input eagerly)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(task, (item,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _no_document_message(split: str, paths: list[str], res: _SplitResult,
+                         cfg: ConvertConfig) -> str:
+    why = [res.bad.describe()] if res.bad.total else []
+    if res.filtered:
+        why.append(f"{sum(res.filtered.values())} documents of domains outside --domains "
+                   f"({', '.join(sorted(res.filtered))})")
+    if not why:
+        why.append("the input files hold no lines")
+    return (f"split {split!r} yields no usable document from {len(paths)} file(s) "
+            f"({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}): " + "; ".join(why))
+
+
+def _check_allow_list(cfg: ConvertConfig, results: dict[str, _SplitResult]) -> None:
+    if not cfg.domains:
+        return
+    seen = {d for res in results.values() for d in res.stats}
+    missing = [d for d in cfg.domains if d not in seen]
+    if missing:
+        found = sorted(seen | {d for res in results.values() for d in res.filtered})
+        raise ConversionError(f"--domains names {missing} but the input has no such domain "
+                              f"(it has: {', '.join(found)})")
+
+
+def _manifest(results: dict[str, _SplitResult], slugs: dict[str, str], tok: Tokenizer,
+              cfg: ConvertConfig, dtype: str, splits: dict[str, list[str]]) -> dict:
+    names = sorted({d for res in results.values() for d in res.stats})
+    epochs = [cfg.epochs.get(n, PILE_EPOCHS.get(n, 1.0)) for n in names]
+    per_domain = {n: {} for n in names}
+    for split, res in results.items():
+        empty = {"documents": 0, "tokens": 0, "sequences": 0, "dropped_tokens": 0}
+        counts = [res.stats.get(n, empty) for n in names]
+        weights = natural_weights([c["sequences"] for c in counts], epochs)
+        for name, c, w in zip(names, counts, weights):
+            per_domain[name][split] = {**c, "natural_weight": w}
+    return {
+        "format": MANIFEST_FORMAT,
+        "tokenizer": {"path": TOKENIZER_NAME, "sha256": tok.sha256,
+                      "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+        "seq_len": cfg.seq_len,
+        "dtype": dtype,
+        "splits": list(results),
+        "domains": [{"name": n, "slug": slugs[n], "epochs": e, "splits": per_domain[n]}
+                    for n, e in zip(names, epochs)],
+        "bad_input": {split: res.bad.to_dict() for split, res in results.items()},
+        "filtered": {split: res.filtered for split, res in results.items() if res.filtered},
+        "inputs": {split: [os.path.basename(p) for p in paths] for split, paths in splits.items()},
+    }

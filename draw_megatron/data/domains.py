@@ -1,0 +1,61 @@
+"""One split of the data as ONE StreamingDataset over its k domain folders (Contract 1).
+
+Domain d's item j is global index ``offsets[d] + j``. One object per split, never one per
+domain: each StreamingDataset holds shared memory, and DGA runs k = 4,096 domains.
+Construction is collective when torch.distributed is initialised (the library synchronises
+local ranks with barriers), so every rank opens the same splits in the same order.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+from streaming import Stream, StreamingDataset
+
+from draw_megatron.data.manifest import Manifest, ManifestError
+
+
+class DomainData:
+    """Random access to the sequences of every domain of one split."""
+
+    def __init__(self, manifest: Manifest, split: str):
+        manifest.check_split(split)
+        self.manifest, self.split = manifest, split
+        self.num_sequences = manifest.num_sequences(split)  # (k,) in manifest order
+        present = np.flatnonzero(self.num_sequences > 0)
+        if present.size == 0:
+            raise ManifestError(f"split {split!r} of {manifest.root} holds no sequence")
+        streams = [Stream(local=manifest.domain_dir(split, int(d))) for d in present]
+        # batch_size is required by the library's partitioning even though only random
+        # access (ds[i]) is used here.
+        self._ds = StreamingDataset(streams=streams, shuffle=False, batch_size=1)
+        self.offsets = np.full(manifest.num_domains, -1, dtype=np.int64)
+        self.offsets[present] = np.asarray(self._ds.sample_offset_per_stream[: present.size])
+        on_disk = np.asarray(self._ds.samples_per_stream[: present.size])
+        if not np.array_equal(on_disk, self.num_sequences[present]):
+            pos = int(np.flatnonzero(on_disk != self.num_sequences[present])[0])
+            bad = int(present[pos])
+            raise ManifestError(
+                f"{manifest.domain_dir(split, bad)} holds {on_disk[pos]} sequences "
+                f"but manifest.json says {self.num_sequences[bad]}: the data root is "
+                "inconsistent (re-run the converter)")
+        self.seq_len = manifest.seq_len
+        self.dtype = np.dtype(manifest.dtype)
+
+    @property
+    def num_domains(self) -> int:
+        return self.num_sequences.size
+
+    def read(self, global_indices: np.ndarray) -> np.ndarray:
+        """Rows [n, seq_len + 1] of the given global sample indices."""
+        rows = np.empty((len(global_indices), self.seq_len + 1), dtype=self.dtype)
+        ds = self._ds
+        for i, idx in enumerate(global_indices.tolist()):
+            rows[i] = ds[idx]["tokens"]
+        return rows
+
+    def close(self) -> None:
+        """Release the dataset so the same folders can be opened again in this process."""
+        self._ds = None
+        gc.collect()

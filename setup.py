@@ -1,0 +1,33 @@
+"""draw_megatron: distributed GPT pretraining with Dirichlet (DRAW), DRO and DGA data mixtures."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="draw_megatron",
+    version="0.1.0",
+    description="GPT pretraining on Megatron-style TP and DeepSpeed ZeRO with random data mixtures",
+    python_requires=">=3.10",
+    packages=find_packages(include=["draw_megatron", "draw_megatron.*"])
+    + ["draw_megatron.kernels"],
+    # The top-level kernels/ folder ships as draw_megatron.kernels (DESIGN.md layout).
+    package_dir={"draw_megatron.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "deepspeed>=0.17",
+        # The maintained fork of mosaicml-streaming: same `import streaming`, same MDS format,
+        # and it allows numpy 2.x (mosaicml-streaming 0.13 pins numpy<2.2).
+        "streaming-community>=0.14",
+        "sentencepiece>=0.2",
+        "zstandard>=0.22",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "tqdm>=4.66",
+        "tensorboard>=2.15",
+    ],
+    extras_require={
+        "gpu": ["flash-attn>=2.6"],
+        "eval": ["lm-eval>=0.4.8"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+)

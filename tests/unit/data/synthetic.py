@@ -1,0 +1,45 @@
+"""A synthetic data root in Contract 1's layout whose sequences say who they are.
+
+Sequence j of domain d holds tokens [d, j, j+1, ...] (mod the dtype), so a test can tell
+from a batch which item of which domain it received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from streaming import MDSWriter
+
+from draw_megatron.data.manifest import MANIFEST_FORMAT, natural_weights
+
+
+def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: str = "train",
+                        names: list[str] | None = None) -> str:
+    names = names or [f"Domain {d}" for d in range(len(sizes))]
+    domains = []
+    weights = natural_weights(sizes, [1.0] * len(sizes))
+    for d, (name, n) in enumerate(zip(names, sizes)):
+        slug = f"d{d:05d}"
+        if n:
+            with MDSWriter(out=os.path.join(root, split, slug),
+                           columns={"tokens": "ndarray:uint16"}, compression=None) as w:
+                for j in range(n):
+                    row = np.arange(j, j + seq_len + 1, dtype=np.int64) % 65536
+                    row[0], row[1] = d, j
+                    w.write({"tokens": row.astype(np.uint16)})
+        domains.append({"name": name, "slug": slug, "epochs": 1.0, "splits": {split: {
+            "documents": n, "tokens": n * seq_len + 1, "sequences": n, "dropped_tokens": 0,
+            "natural_weight": weights[d]}}})
+    manifest = {"format": MANIFEST_FORMAT, "seq_len": seq_len, "dtype": "uint16",
+                "tokenizer": {"path": "none", "sha256": "", "vocab_size": 65536, "eos_id": 2},
+                "splits": [split], "domains": domains}
+    with open(os.path.join(root, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh)
+    return root
+
+
+def decode_items(batch) -> list[tuple[int, int]]:
+    """(domain, item) of each sequence of a batch built from a synthetic root."""
+    return [(int(t[0]), int(t[1])) for t in batch.tokens]
