@@ -17,13 +17,9 @@ class _RankFilter(logging.Filter):
 
 
 def _global_rank() -> int | None:
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank()
-    except ImportError:
-        pass
+    dist = sys.modules.get("torch.distributed")  # never import torch just to log
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
     rank = os.environ.get("RANK")
     return int(rank) if rank is not None else None
 
