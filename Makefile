@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 $(DEMO)/corpus/SUMMARY.json: $(STAMP) tools/make_demo_corpus.py
-	$(BIN)/python tools/make_demo_corpus.py --out $(DEMO)/corpus
+	$(BIN)/python tools/make_demo_corpus.py --out $(DEMO)/corpus --overwrite
 
 $(DEMO)/tokenizer/sp.model: $(DEMO)/corpus/SUMMARY.json
 	$(BIN)/python tools/train_tokenizer.py --input '$(DEMO)/corpus/train/*.jsonl.zst' \

@@ -51,7 +51,7 @@ class ConvertConfig:
     """Epoch overrides by display name, on top of The Pile's own (PILE_EPOCHS)."""
     shard_size: int = 1 << 25
     """Bytes per MDS shard (lower it for thousands of domains: each open domain buffers one)."""
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = 1 << 17
     """Raw input bytes per work item sent to a tokenizer process."""
 
     def __post_init__(self) -> None:
@@ -112,55 +112,54 @@ class _DomainPacker:
 
 
 def _iter_chunks(paths: list[str], bad: BadInputLog, chunk_bytes: int
-                 ) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
-    size = 0
+                 ) -> Iterator[tuple[str, int, list[bytes]]]:
+    """(path, first line number, consecutive raw lines) of about ``chunk_bytes`` each."""
     for path in paths:
+        lines: list[bytes] = []
+        first, size = 1, 0
         for lineno, raw in iter_raw_lines(path, bad):
-            chunk.append((f"{path}:{lineno}", raw))
+            if not lines:
+                first = lineno
+            lines.append(raw)
             size += len(raw)
             if size >= chunk_bytes:
-                yield chunk
-                chunk, size = [], 0
-    if chunk:
-        yield chunk
+                yield path, first, lines
+                lines, size = [], 0
+        if lines:
+            yield path, first, lines
 
 
-@dataclass
-class _SplitResult:
-    stats: dict[str, dict]  # display name -> counts
-    bad: BadInputLog
-    filtered: dict[str, int]
+class _SplitWriter:
+    """The packers, bad-input log and skipped-domain counts of one split."""
+
+    def __init__(self, split: str, out_root: str, cfg: ConvertConfig, dtype: str):
+        self.split, self.out_root, self.cfg, self.dtype = split, out_root, cfg, dtype
+        self.bad = BadInputLog()
+        self.packers: dict[str, _DomainPacker] = {}
+        self.filtered: dict[str, int] = {}
+        self.stats: dict[str, dict] = {}  # display name -> counts, once closed
+        self.allowed = set(cfg.domains) if cfg.domains else None
+
+    def add(self, docs: list[tuple[str, np.ndarray]], slugs: dict[str, str]) -> None:
+        for domain, tokens in docs:
+            if self.allowed is not None and domain not in self.allowed:
+                self.filtered[domain] = self.filtered.get(domain, 0) + 1
+                continue
+            packer = self.packers.get(domain)
+            if packer is None:
+                slug = slugs.get(domain) or _new_slug(domain, slugs)
+                packer = self.packers[domain] = _DomainPacker(
+                    os.path.join(self.out_root, self.split, slug), self.cfg.seq_len,
+                    self.dtype, self.cfg.shard_size)
+            packer.add(tokens)
+
+    def close(self) -> None:
+        self.stats = {domain: packer.close() for domain, packer in self.packers.items()}
 
 
 def _token_dtype(vocab_size: int) -> str:
     # Contract 1: uint16, and uint32 once the vocabulary exceeds 65,535 ids.
     return "uint16" if vocab_size <= 65535 else "uint32"
-
-
-def _convert_split(split: str, paths: list[str], out_root: str, cfg: ConvertConfig,
-                   dtype: str, encode, slugs: dict[str, str]) -> _SplitResult:
-    bad = BadInputLog()
-    packers: dict[str, _DomainPacker] = {}
-    filtered: dict[str, int] = {}
-    allowed = set(cfg.domains) if cfg.domains else None
-    bar = tqdm(desc=f"convert {split}", unit="doc", dynamic_ncols=True, mininterval=1.0)
-    for docs, chunk_bad in encode(_iter_chunks(paths, bad, cfg.chunk_bytes)):
-        bad.merge(chunk_bad)
-        for domain, tokens in docs:
-            if allowed is not None and domain not in allowed:
-                filtered[domain] = filtered.get(domain, 0) + 1
-                continue
-            packer = packers.get(domain)
-            if packer is None:
-                slug = slugs.get(domain) or _new_slug(domain, slugs)
-                packer = packers[domain] = _DomainPacker(
-                    os.path.join(out_root, split, slug), cfg.seq_len, dtype, cfg.shard_size)
-            packer.add(tokens)
-        bar.update(len(docs))
-    bar.close()
-    stats = {domain: packer.close() for domain, packer in packers.items()}
-    return _SplitResult(stats=stats, bad=bad, filtered=filtered)
 
 
 def _new_slug(domain: str, slugs: dict[str, str]) -> str:
@@ -186,23 +185,38 @@ def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
     tok = Tokenizer(tokenizer_path)
     dtype = _token_dtype(tok.vocab_size)
     slugs: dict[str, str] = {}
-    results: dict[str, _SplitResult] = {}
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        with _encoder(tokenizer_path, cfg.workers, dtype) as encode:
+        writers = {split: _SplitWriter(split, tmp, cfg, dtype) for split in splits}
+
+        def tagged_chunks():
+            # All splits in one ordered stream, so workers never idle at a split's end.
             for split, paths in splits.items():
-                results[split] = res = _convert_split(split, paths, tmp, cfg, dtype, encode,
-                                                      slugs)
-                if not res.stats:
-                    raise ConversionError(_no_document_message(split, paths, res, cfg))
-        _check_allow_list(cfg, results)
+                for chunk in _iter_chunks(paths, writers[split].bad, cfg.chunk_bytes):
+                    yield split, chunk
+
+        bar = tqdm(desc="convert", unit="doc", dynamic_ncols=True, mininterval=1.0)
+        with _encoder(tokenizer_path, cfg.workers, dtype) as encode:
+            for split, (docs, chunk_bad) in encode(tagged_chunks()):
+                writer = writers[split]
+                writer.bad.merge(chunk_bad)
+                writer.add(docs, slugs)
+                bar.update(len(docs))
+        bar.close()
+        for split, writer in writers.items():
+            writer.close()
+            if not writer.stats:
+                _check_allow_list(cfg, writers)  # a misspelt --domains name says so first
+                raise ConversionError(_no_document_message(split, splits[split], writer))
+        _check_allow_list(cfg, writers)
         shutil.copyfile(tokenizer_path, os.path.join(tmp, TOKENIZER_NAME))
-        manifest = _manifest(results, slugs, tok, cfg, dtype, splits)
+        manifest = _manifest(writers, slugs, tok, cfg, dtype, splits)
         atomic_write_json(os.path.join(tmp, MANIFEST_NAME), manifest)
     return manifest
 
 
 class _encoder:
-    """Context manager giving ``encode(chunks) -> iterator of EncodeTask results`` in order."""
+    """Context manager giving ``encode(items)``: (tag, chunk) -> (tag, EncodeTask result), in
+    input order."""
 
     def __init__(self, model_path: str, workers: int, dtype: str):
         self.model_path, self.workers, self.dtype = model_path, workers, dtype
@@ -212,14 +226,14 @@ class _encoder:
         if self.workers == 1:
             init_worker(self.model_path)
             task = EncodeTask(self.dtype)
-            return lambda chunks: map(task, chunks)
+            return lambda items: ((tag, task(chunk)) for tag, chunk in items)
         # spawn, not fork: the parent holds torch's threads, which fork would copy. Workers
         # import only encode_worker (numpy + SentencePiece), so they start fast.
         ctx = mp.get_context("spawn")
         self.pool = ctx.Pool(self.workers, initializer=init_worker,
                              initargs=(self.model_path,))
-        return lambda chunks: _ordered_map(self.pool, EncodeTask(self.dtype), chunks,
-                                           depth=2 * self.workers)
+        return lambda items: _ordered_map(self.pool, EncodeTask(self.dtype), items,
+                                          depth=2 * self.workers)
 
     def __exit__(self, exc_type, *_):
         if self.pool is not None:
@@ -231,18 +245,20 @@ class _encoder:
 
 
 def _ordered_map(pool, task, items: Iterator, depth: int) -> Iterator:
-    """``pool.imap`` with at most ``depth`` items in flight (imap reads its input eagerly)."""
+    """(tag, task(x)) for (tag, x) in items, in order, with at most ``depth`` in flight
+    (``pool.imap`` would read its whole input eagerly)."""
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.apply_async(task, (item,)))
+    for tag, item in items:
+        pending.append((tag, pool.apply_async(task, (item,))))
         if len(pending) >= depth:
-            yield pending.popleft().get()
+            tag0, result = pending.popleft()
+            yield tag0, result.get()
     while pending:
-        yield pending.popleft().get()
+        tag0, result = pending.popleft()
+        yield tag0, result.get()
 
 
-def _no_document_message(split: str, paths: list[str], res: _SplitResult,
-                         cfg: ConvertConfig) -> str:
+def _no_document_message(split: str, paths: list[str], res: _SplitWriter) -> str:
     why = [res.bad.describe()] if res.bad.total else []
     if res.filtered:
         why.append(f"{sum(res.filtered.values())} documents of domains outside --domains "
@@ -253,7 +269,7 @@ def _no_document_message(split: str, paths: list[str], res: _SplitResult,
             f"({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}): " + "; ".join(why))
 
 
-def _check_allow_list(cfg: ConvertConfig, results: dict[str, _SplitResult]) -> None:
+def _check_allow_list(cfg: ConvertConfig, results: dict[str, _SplitWriter]) -> None:
     if not cfg.domains:
         return
     seen = {d for res in results.values() for d in res.stats}
@@ -264,7 +280,7 @@ def _check_allow_list(cfg: ConvertConfig, results: dict[str, _SplitResult]) -> N
                               f"(it has: {', '.join(found)})")
 
 
-def _manifest(results: dict[str, _SplitResult], slugs: dict[str, str], tok: Tokenizer,
+def _manifest(results: dict[str, _SplitWriter], slugs: dict[str, str], tok: Tokenizer,
               cfg: ConvertConfig, dtype: str, splits: dict[str, list[str]]) -> dict:
     names = sorted({d for res in results.values() for d in res.stats})
     epochs = [cfg.epochs.get(n, PILE_EPOCHS.get(n, 1.0)) for n in names]

@@ -44,6 +44,11 @@ class DomainData:
         self.dtype = np.dtype(manifest.dtype)
 
     @property
+    def dataset(self) -> StreamingDataset:
+        """The underlying StreamingDataset (global index = ``offsets[d] + j``)."""
+        return self._ds
+
+    @property
     def num_domains(self) -> int:
         return self.num_sequences.size
 

@@ -23,18 +23,23 @@ def init_worker(model_path: str) -> None:
 
 @dataclass(frozen=True)
 class EncodeTask:
-    """Picklable work function: a chunk of (location, raw line) -> good documents + bad log."""
+    """Picklable work function: consecutive raw lines of one file -> good documents + bad log.
+
+    A chunk is ``(path, number of its first line, lines)``; a line's ``file:line`` location is
+    only formatted when the line is bad.
+    """
 
     dtype: str
 
-    def __call__(self, chunk: list[tuple[str, bytes]]
+    def __call__(self, chunk: tuple[str, int, list[bytes]]
                  ) -> tuple[list[tuple[str, np.ndarray]], BadInputLog]:
         tok = _TOKENIZER
         assert tok is not None, "init_worker was not called in this process"
+        path, first, lines = chunk
         bad = BadInputLog()
         domains, texts = [], []
-        for where, raw in chunk:
-            parsed = parse_line(raw, where, bad)
+        for i, raw in enumerate(lines):
+            parsed = parse_line(raw, _Where(path, first + i), bad)
             if parsed is not None:
                 domains.append(parsed[0])
                 texts.append(parsed[1])
@@ -45,3 +50,14 @@ class EncodeTask:
             arr[-1] = tok.eos_id
             docs.append((domain, arr))
         return docs, bad
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A lazily formatted ``path:line`` (most lines are good and never need it)."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"

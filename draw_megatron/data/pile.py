@@ -50,12 +50,13 @@ class BadInputLog:
     counts: dict[str, int] = field(default_factory=dict)
     locations: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, reason: str, where: str) -> None:
+    def add(self, reason: str, where: object) -> None:
+        """Count one bad input at ``where`` (a ``file:line`` string, or an object whose str is)."""
         assert reason in BAD_REASONS, reason
         self.counts[reason] = self.counts.get(reason, 0) + 1
         locs = self.locations.setdefault(reason, [])
         if len(locs) < MAX_LOCATIONS:
-            locs.append(where)
+            locs.append(str(where))
 
     def merge(self, other: BadInputLog) -> None:
         for reason, num in other.counts.items():
@@ -157,7 +158,7 @@ def iter_raw_lines(path: str, log: BadInputLog) -> Iterator[tuple[int, bytes]]:
         yield lineno + 1, carry
 
 
-def parse_line(raw: bytes, where: str, log: BadInputLog) -> tuple[str, str] | None:
+def parse_line(raw: bytes, where: object, log: BadInputLog) -> tuple[str, str] | None:
     """(domain display name, text) of one Pile line, or None after logging why it is bad."""
     if not raw.strip():
         return None  # blank lines (e.g. a trailing newline) are not documents
