@@ -55,9 +55,9 @@ class DomainData:
     def read(self, global_indices: np.ndarray) -> np.ndarray:
         """Rows [n, seq_len + 1] of the given global sample indices."""
         rows = np.empty((len(global_indices), self.seq_len + 1), dtype=self.dtype)
-        ds = self._ds
+        get_item = self._ds.get_item  # ds[i] without the Array indexing dispatch
         for i, idx in enumerate(global_indices.tolist()):
-            rows[i] = ds[idx]["tokens"]
+            rows[i] = get_item(idx)["tokens"]
         return rows
 
     def close(self) -> None:

@@ -46,29 +46,37 @@ def permute(index, n, key) -> np.ndarray:
                                         np.asarray(key, dtype=np.uint64))
     if np.any(index >= n):
         raise ValueError("permute: index must be < n")
+    shape = index.shape
+    index, n, key = index.ravel(), n.ravel(), key.ravel()
+    # The network runs on the smallest bit width covering n (so fewer than 2 walks expected):
+    # an unbalanced Feistel network whose halves trade widths every round.
     n_int = n.astype(np.int64)
-    bits = np.maximum(np.ceil(np.log2(np.maximum(n_int, 2))).astype(np.int64), 2)
-    bits += bits & 1  # even split into two halves
-    # np.log2 of large n may round down: make sure 2**bits >= n.
-    bits += 2 * (np.left_shift(np.int64(1), bits, dtype=np.int64) < n_int)
-    half = (bits // 2).astype(np.uint64)
-    mask = (np.uint64(1) << half) - np.uint64(1)
+    bits = np.maximum(np.ceil(np.log2(np.maximum(n_int, 1))).astype(np.int64), 1)
+    bits += np.left_shift(np.int64(1), bits) < n_int  # log2 may round down for huge n
+    width_right = (bits // 2).astype(np.uint64)
+    width_left = (bits - bits // 2).astype(np.uint64)
     with np.errstate(over="ignore"):
-        round_keys = [mix64(key ^ (np.uint64(r + 1) * _GOLDEN)) for r in range(_ROUNDS)]
+        round_keys = np.stack([mix64(key ^ (np.uint64(r + 1) * _GOLDEN)) for r in range(_ROUNDS)])
 
-    out = index.copy()
-    todo = np.ones(out.shape, dtype=bool)  # cycle-walk until every value lands below n
-    x = out.copy()
-    while todo.any():
-        x = np.where(todo, _feistel(x, half, mask, round_keys), x)
-        done_now = todo & (x < n)
-        out[done_now] = x[done_now]
-        todo &= ~done_now
-    return out.astype(np.int64)
+    out = np.empty_like(index)
+    x = index.copy()
+    todo = np.arange(index.size)  # cycle-walk until every value lands below n
+    while todo.size:
+        y = _feistel(x[todo], width_left[todo], width_right[todo], round_keys[:, todo])
+        x[todo] = y
+        done = y < n[todo]
+        out[todo[done]] = y[done]
+        todo = todo[~done]
+    return out.astype(np.int64).reshape(shape)
 
 
-def _feistel(x: np.ndarray, half: np.ndarray, mask: np.ndarray, round_keys) -> np.ndarray:
-    left, right = x >> half, x & mask
+def _feistel(x: np.ndarray, width_left: np.ndarray, width_right: np.ndarray,
+             round_keys: np.ndarray) -> np.ndarray:
+    one = np.uint64(1)
+    left, right = x >> width_right, x & ((one << width_right) - one)
+    wl, wr = width_left, width_right
     for rk in round_keys:
-        left, right = right, left ^ (mix64(right ^ rk) & mask)
-    return (left << half) | right
+        # (L: wl bits, R: wr bits) -> (R: wr bits, L ^ F(R): wl bits); invertible.
+        left, right = right, left ^ (mix64(right ^ rk) & ((one << wl) - one))
+        wl, wr = wr, wl
+    return (left << wr) | right

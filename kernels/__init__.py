@@ -1,0 +1,1 @@
+"""Triton kernels, installed as ``draw_megatron.kernels``; each with a PyTorch reference."""
