@@ -1,0 +1,202 @@
+"""The training loop: loader → micro-batches → DeepSpeed engine, with per-domain losses,
+evaluation, metrics and checkpoints (DESIGN.md Contracts 3–5).
+
+Everything stateful is resumable: the engine (DeepSpeed), the loader (cursors, schedule)
+and the train state go into every checkpoint; per-step randomness (dropout) is seeded by
+(seed, step, DP rank), so a resumed run needs no RNG state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from draw_megatron.config.base import save_config
+from draw_megatron.config.run import RunConfig
+from draw_megatron.data.domains import DomainData
+from draw_megatron.data.loader import MixtureLoader
+from draw_megatron.data.manifest import Manifest
+from draw_megatron.data.schedules import build_schedule
+from draw_megatron.engine.deepspeed_engine import DistEnv, build_engine
+from draw_megatron.eval.validation import Evaluator
+from draw_megatron.losses import DomainLoss, domain_means
+from draw_megatron.model import GPT, flops_per_token, save_consolidated
+from draw_megatron.parallel import ParallelTopology
+from draw_megatron.train.checkpoint import CheckpointManager
+from draw_megatron.train.metrics import MetricsLog
+from draw_megatron.utils.log import get_logger
+
+log = get_logger(__name__)
+
+# Dense bf16 peak of one H100 SXM (datasheet), the MFU denominator (ENVIRONMENT.md).
+PEAK_FLOPS = 989e12
+CONSOLIDATED_NAME = "model.safetensors"
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Optimizer steps completed."""
+    tokens: int = 0
+    """Training tokens consumed (global)."""
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, env: DistEnv, topology: ParallelTopology):
+        self.cfg, self.env, self.topology = cfg, env, topology
+        self.is_writer = env.rank == 0
+        self.manifest = Manifest.load(cfg.data.root)
+        model_cfg = _model_config_for_data(cfg, self.manifest)
+        self.model_cfg = model_cfg
+        model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
+                    seed=cfg.run.seed).to(env.device)
+        self.engine = build_engine(model, cfg, topology, env.on_gpu)
+        schedule = build_schedule(cfg.mixture.kind, self.manifest, file=cfg.mixture.file,
+                                  redraw_every=cfg.mixture.redraw_every, seed=cfg.run.seed,
+                                  width=model_cfg.d_model, split=cfg.data.split)
+        self.train_data = DomainData(self.manifest, cfg.data.split)
+        self.loader = MixtureLoader(self.train_data, schedule, cfg.train.global_batch,
+                                    cfg.run.seed, topology.dp_rank, topology.dp_size)
+        self.eval_data = DomainData(self.manifest, cfg.eval_split)
+        self.evaluator = Evaluator(self.eval_data, cfg.eval.sequences_per_domain,
+                                   cfg.train.micro_batch, topology.dp_rank, topology.dp_size,
+                                   topology.dp_group, env.device)
+        self.checkpoints = CheckpointManager(os.path.join(cfg.run.dir, "checkpoints"),
+                                             cfg.checkpoint.keep, self.is_writer)
+        self.state = TrainState()
+        self.metrics: MetricsLog | None = None
+        self.flops_per_token = flops_per_token(model_cfg)
+
+    # ------------------------------------------------------------------ set-up / resume
+
+    def resume(self) -> None:
+        """Restore from run.resume: auto (latest complete checkpoint), never, or a path."""
+        mode = self.cfg.run.resume
+        if mode == "never":
+            if self.checkpoints.latest() is not None:
+                raise RuntimeError(f"run.resume=never but {self.checkpoints.root} holds "
+                                   "checkpoints: use another run.dir or run.resume=auto")
+            return
+        if mode == "auto":
+            step = self.checkpoints.latest()
+            if step is None:
+                return
+            client = self.checkpoints.load(self.engine, step)
+        else:
+            root, tag = os.path.split(os.path.abspath(mode))
+            client = CheckpointManager(root, self.cfg.checkpoint.keep, False).load(
+                self.engine, int(tag.removeprefix("step_")))
+        self.loader.load_state_dict(client["loader"])
+        self.state = TrainState(**client["train_state"])
+
+    def _client_state(self) -> dict:
+        return {"loader": self.loader.state_dict(), "train_state": asdict(self.state),
+                "config": self.cfg.to_dict()}
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> None:
+        cfg = self.cfg
+        if self.is_writer:
+            os.makedirs(cfg.run.dir, exist_ok=True)
+            save_config(cfg, os.path.join(cfg.run.dir, "config.yaml"))
+        self.resume()
+        self.metrics = MetricsLog(cfg.run.dir, self.is_writer, cfg.log.tensorboard)
+        log.info("training %s from step %d to %d (%d ranks: tp %d x dp %d)", cfg.run_name,
+                 self.state.step, cfg.train.steps, self.env.world_size, self.topology.tp_size,
+                 self.topology.dp_size)
+        try:
+            while self.state.step < cfg.train.steps:
+                record = self.train_step()
+                self.metrics.write(record)
+                step = self.state.step
+                if step % cfg.log.every == 0 or step == cfg.train.steps:
+                    log.info("step %d loss %.4f lr %.3g %.0f tokens/s", step, record["loss"],
+                             record["lr"], record["tokens_per_s"])
+                if step % cfg.eval.every == 0 or step == cfg.train.steps:
+                    self.evaluate()
+                if step % cfg.checkpoint.every == 0 or step == cfg.train.steps:
+                    self.checkpoints.save(self.engine, step, self._client_state())
+            self.export()
+        finally:
+            self.metrics.close()
+
+    def train_step(self) -> dict:
+        cfg, step = self.cfg, self.state.step
+        # Per-step seeding: dropout (if any) is reproducible across resume without RNG state.
+        torch.manual_seed(((cfg.run.seed * 1_000_003 + step) * 65_537 + self.topology.dp_rank)
+                          % (1 << 63))
+        start = time.perf_counter()
+        batch = self.loader.next_batch()
+        if self.loader.schedule.changes_at(step):
+            self.metrics.write({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist()})
+        lr = self.engine.get_lr()[0]
+        acc = DomainLoss(self.manifest.num_domains, self.env.device)
+        for micro in batch.micro_batches(cfg.train.micro_batch):
+            tokens = micro.tokens.to(self.env.device, non_blocking=True)
+            labels = micro.labels.to(self.env.device, non_blocking=True)
+            loss_BT = self.engine(tokens, labels)
+            # Every sequence has the same length: the mean over micro-batches (DeepSpeed's
+            # accumulation) and DP ranks (its gradient averaging) is the global token mean.
+            self.engine.backward(loss_BT.mean())
+            self.engine.step()
+            acc.add(loss_BT, micro.domain_ids)
+        sums, counts = acc.all_reduce(self.topology.dp_group)
+        seconds = time.perf_counter() - start
+        num_tokens = cfg.train.global_batch * self.manifest.seq_len
+        self.state.step += 1
+        self.state.tokens += num_tokens
+        tokens_per_s = num_tokens / seconds
+        mfu = (self.flops_per_token * tokens_per_s / (self.env.world_size * PEAK_FLOPS)
+               if self.env.on_gpu else None)
+        return {"kind": "train", "step": step, "loss": float(sums.sum() / counts.sum()),
+                "domain_loss": domain_means(sums, counts), "domain_tokens": counts.tolist(),
+                "alpha": batch.alpha.tolist(), "lr": lr, "tokens_per_s": tokens_per_s,
+                "mfu": mfu}
+
+    def evaluate(self) -> dict:
+        self.engine.eval()
+        try:
+            result = self.evaluator.evaluate(lambda x, y: self.engine(x, y))
+        finally:
+            self.engine.train()
+        record = {"kind": "eval", "split": self.eval_data.split, "step": self.state.step,
+                  **result}
+        self.metrics.write(record)
+        log.info("eval step %d: avg %.4f worst %.4f (%s)", self.state.step, result["avg"],
+                 result["worst"], result["worst_domain"])
+        return record
+
+    def export(self) -> str:
+        """The full, unsharded model as safetensors (any TP layout can load it)."""
+        path = os.path.join(self.cfg.run.dir, CONSOLIDATED_NAME)
+        module = self.engine.module
+        if self.cfg.zero.stage == 3:  # parameters are partitioned: gather them for the save
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters())):
+                save_consolidated(path, module, self.topology, self.model_cfg)
+        else:
+            save_consolidated(path, module, self.topology, self.model_cfg)
+        return path
+
+    def close(self) -> None:
+        self.train_data.close()
+        self.eval_data.close()
+
+
+def _model_config_for_data(cfg: RunConfig, manifest: Manifest):
+    """The model config, checked against the data: the vocabulary must hold every token id
+    and the sequence length must be the data's."""
+    model_cfg = cfg.model
+    if model_cfg.vocab_size < manifest.vocab_size:
+        raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the data's "
+                         f"tokenizer ({manifest.vocab_size} ids, {manifest.tokenizer_path})")
+    if model_cfg.seq_len != manifest.seq_len:
+        raise ValueError(f"model.seq_len={model_cfg.seq_len} but the data at {manifest.root} "
+                         f"was packed with seq_len {manifest.seq_len}")
+    return model_cfg
+
