@@ -39,6 +39,9 @@ def init_distributed() -> DistEnv:
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
+    # The streaming library elects one shared-memory leader per node from LOCAL_WORLD_SIZE,
+    # which torchrun sets and the deepspeed launcher calls LOCAL_SIZE.
+    os.environ.setdefault("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", os.environ["WORLD_SIZE"]))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -55,6 +58,9 @@ def init_distributed() -> DistEnv:
         _skip_cpu_shm_op(deepspeed)
         deepspeed.init_distributed(dist_backend="gloo")
         device = torch.device("cpu")
+        # Ranks sharing a CPU each get their share of its cores (oversubscription is slow).
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     import torch.distributed as dist
 
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
@@ -65,6 +71,9 @@ def _env_from_slurm() -> None:
         os.environ["RANK"] = os.environ["SLURM_PROCID"]
         os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
         os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+        tasks_per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
+        if tasks_per_node.isdigit():
+            os.environ.setdefault("LOCAL_WORLD_SIZE", tasks_per_node)
 
 
 def _skip_cpu_shm_op(deepspeed) -> None:
@@ -117,6 +126,9 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, topology: ParallelTopol
     """``deepspeed.initialize`` with a client AdamW, our LR schedule and our process groups."""
     import deepspeed
 
+    if cfg.zero.stage == 3:  # a tied head uses the embedding outside its owner's forward
+        for owner, param in getattr(model, "external_parameters", list)():
+            deepspeed.zero.register_external_parameter(owner, param)
     t = cfg.train
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr,
                                   betas=tuple(t.betas), eps=1e-8)

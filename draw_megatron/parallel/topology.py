@@ -56,7 +56,9 @@ class ParallelTopology:
         # A group holding only this rank: DeepSpeed's pipeline (pp = 1) and Ulysses
         # sequence-parallel (size 1) groups.
         self.self_group: ProcessGroup | None = None
-        if world_size > 1:
+        # With a process group (even of one rank) DeepSpeed needs real groups: None would
+        # mean the whole world to it.
+        if dist.is_available() and dist.is_initialized():
             self._new_groups()
 
     @classmethod

@@ -52,7 +52,7 @@ class Trainer:
         model_cfg = _model_config_for_data(cfg, self.manifest)
         self.model_cfg = model_cfg
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
-                    seed=cfg.run.seed).to(env.device)
+                    seed=cfg.run.seed, device=env.device)
         self.engine = build_engine(model, cfg, topology, env.on_gpu)
         schedule = build_schedule(cfg.mixture.kind, self.manifest, file=cfg.mixture.file,
                                   redraw_every=cfg.mixture.redraw_every, seed=cfg.run.seed,
@@ -152,10 +152,12 @@ class Trainer:
         tokens_per_s = num_tokens / seconds
         mfu = (self.flops_per_token * tokens_per_s / (self.env.world_size * PEAK_FLOPS)
                if self.env.on_gpu else None)
+        grad_norm = self.engine.get_global_grad_norm()
         return {"kind": "train", "step": step, "loss": float(sums.sum() / counts.sum()),
                 "domain_loss": domain_means(sums, counts), "domain_tokens": counts.tolist(),
-                "alpha": batch.alpha.tolist(), "lr": lr, "tokens_per_s": tokens_per_s,
-                "mfu": mfu}
+                "alpha": batch.alpha.tolist(), "lr": lr,
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "tokens_per_s": tokens_per_s, "mfu": mfu}
 
     def evaluate(self) -> dict:
         self.engine.eval()

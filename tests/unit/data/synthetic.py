@@ -16,25 +16,32 @@ from draw_megatron.data.manifest import MANIFEST_FORMAT, natural_weights
 
 
 def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: str = "train",
-                        names: list[str] | None = None) -> str:
+                        names: list[str] | None = None, vocab_size: int = 65536,
+                        splits: tuple[str, ...] | None = None) -> str:
+    """Write the root; ``splits`` (default: just ``split``) each get the same sequences.
+    Token values are taken mod ``vocab_size`` (decode_items needs the default)."""
     names = names or [f"Domain {d}" for d in range(len(sizes))]
+    splits = splits or (split,)
     domains = []
     weights = natural_weights(sizes, [1.0] * len(sizes))
     for d, (name, n) in enumerate(zip(names, sizes)):
         slug = f"d{d:05d}"
-        if n:
-            with MDSWriter(out=os.path.join(root, split, slug),
-                           columns={"tokens": "ndarray:uint16"}, compression=None) as w:
-                for j in range(n):
-                    row = np.arange(j, j + seq_len + 1, dtype=np.int64) % 65536
-                    row[0], row[1] = d, j
-                    w.write({"tokens": row.astype(np.uint16)})
-        domains.append({"name": name, "slug": slug, "epochs": 1.0, "splits": {split: {
-            "documents": n, "tokens": n * seq_len + 1, "sequences": n, "dropped_tokens": 0,
-            "natural_weight": weights[d]}}})
+        for s in splits:
+            if n:
+                with MDSWriter(out=os.path.join(root, s, slug),
+                               columns={"tokens": "ndarray:uint16"}, compression=None) as w:
+                    for j in range(n):
+                        row = np.arange(j, j + seq_len + 1, dtype=np.int64)
+                        row[0], row[1] = d, j
+                        w.write({"tokens": (row % vocab_size).astype(np.uint16)})
+        counts = {"documents": n, "tokens": n * seq_len + 1, "sequences": n, "dropped_tokens": 0,
+                  "natural_weight": weights[d]}
+        domains.append({"name": name, "slug": slug, "epochs": 1.0,
+                        "splits": {s: dict(counts) for s in splits}})
     manifest = {"format": MANIFEST_FORMAT, "seq_len": seq_len, "dtype": "uint16",
-                "tokenizer": {"path": "none", "sha256": "", "vocab_size": 65536, "eos_id": 2},
-                "splits": [split], "domains": domains}
+                "tokenizer": {"path": "none", "sha256": "", "vocab_size": vocab_size,
+                              "eos_id": 2},
+                "splits": list(splits), "domains": domains}
     with open(os.path.join(root, "manifest.json"), "w") as fh:
         json.dump(manifest, fh)
     return root

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Pretrain a GPT on a data mixture: DRAW's Dirichlet main run and its baselines.
+
+    deepspeed --num_gpus 2 launch/pretrain_main.py --config configs/experiments/smoke_cpu.yaml \\
+        [mixture.kind=dirichlet mixture.file=posterior.json ...]
+
+Runs unchanged under `deepspeed`, `torchrun` and `srun` (and as one plain process).
+mixture.kind: natural | uniform | static (file) | dirichlet (file with concentrations) |
+random (Dir((sqrt(d_model)/k) * 1) redrawn every mixture.redraw_every steps).
+Restarting the same command resumes from the latest complete checkpoint (run.resume=auto).
+--dry-run checks the config and the parallel layout, then exits without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config and layout for this world size, then exit")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from draw_megatron.config.base import ConfigError, dump_yaml
+    from draw_megatron.config.run import load_run_config
+
+    world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    try:
+        cfg = load_run_config(args.config, args.overrides)
+        cfg.validate_layout(world_size)  # before any process group exists
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        tp = cfg.parallel.tp
+        print(dump_yaml(cfg))
+        print(f"layout: world {world_size} = tp {tp} x dp {world_size // tp}; "
+              f"gradient accumulation {cfg.gradient_accumulation_steps(world_size)}")
+        return 0
+
+    from draw_megatron.engine.deepspeed_engine import init_distributed
+    from draw_megatron.parallel import ParallelTopology
+    from draw_megatron.train.trainer import Trainer
+
+    env = init_distributed()
+    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
