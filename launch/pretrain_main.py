@@ -36,10 +36,14 @@ def main(argv=None) -> int:
     from draw_megatron.config.run import load_run_config
 
     world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    from draw_megatron.data.manifest import ManifestError
+    from draw_megatron.train.trainer import check_config_against_data
+
     try:
         cfg = load_run_config(args.config, args.overrides)
         cfg.validate_layout(world_size)  # before any process group exists
-    except (ConfigError, FileNotFoundError) as exc:
+        check_config_against_data(cfg)
+    except (ConfigError, ManifestError, FileNotFoundError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:

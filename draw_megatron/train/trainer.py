@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from draw_megatron.config.base import save_config
+from draw_megatron.config.base import ConfigError, save_config
 from draw_megatron.config.run import RunConfig
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import MixtureLoader
@@ -49,8 +49,8 @@ class Trainer:
         self.cfg, self.env, self.topology = cfg, env, topology
         self.is_writer = env.rank == 0
         self.manifest = Manifest.load(cfg.data.root)
-        model_cfg = _model_config_for_data(cfg, self.manifest)
-        self.model_cfg = model_cfg
+        check_config_against_data(cfg, self.manifest)
+        self.model_cfg = model_cfg = cfg.model
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
                     seed=cfg.run.seed, device=env.device)
         self.engine = build_engine(model, cfg, topology, env.on_gpu)
@@ -190,15 +190,19 @@ class Trainer:
         self.eval_data.close()
 
 
-def _model_config_for_data(cfg: RunConfig, manifest: Manifest):
-    """The model config, checked against the data: the vocabulary must hold every token id
-    and the sequence length must be the data's."""
-    model_cfg = cfg.model
-    if model_cfg.vocab_size < manifest.vocab_size:
-        raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the data's "
-                         f"tokenizer ({manifest.vocab_size} ids, {manifest.tokenizer_path})")
-    if model_cfg.seq_len != manifest.seq_len:
-        raise ValueError(f"model.seq_len={model_cfg.seq_len} but the data at {manifest.root} "
-                         f"was packed with seq_len {manifest.seq_len}")
-    return model_cfg
+def check_config_against_data(cfg: RunConfig, manifest: Manifest | None = None) -> None:
+    """The vocabulary must hold every token id of the data and the sequence length must be
+    the data's; the splits must exist. Cheap: launchers call it before any process group."""
+    manifest = manifest or Manifest.load(cfg.data.root)
+    model = cfg.model
+    if model.vocab_size < manifest.vocab_size:
+        raise ConfigError(f"model.vocab_size={model.vocab_size} is smaller than the data's "
+                          f"tokenizer ({manifest.vocab_size} ids, {manifest.tokenizer_path})")
+    if model.seq_len != manifest.seq_len:
+        raise ConfigError(f"model.seq_len={model.seq_len} but the data at {manifest.root} "
+                          f"was packed with seq_len {manifest.seq_len}")
+    for key, split in (("data.split", cfg.data.split), ("eval.split", cfg.eval_split)):
+        if split not in manifest.splits:
+            raise ConfigError(f"{key}={split!r} is not a split of {manifest.root} "
+                              f"(it has {', '.join(manifest.splits)})")
 
