@@ -9,6 +9,9 @@ mixture.kind: natural | uniform | static (file) | dirichlet (file with concentra
 random (Dir((sqrt(d_model)/k) * 1) redrawn every mixture.redraw_every steps).
 Restarting the same command resumes from the latest complete checkpoint (run.resume=auto).
 --dry-run checks the config and the parallel layout, then exits without training.
+--export PATH writes the consolidated model of the checkpoint that run.resume selects (the
+latest complete one by default) to PATH as safetensors, without training; run it with the
+layout the checkpoint was saved with (the file loads into any layout).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and layout for this world size, then exit")
+    p.add_argument("--export", metavar="PATH",
+                   help="export the resumed checkpoint's model to PATH and exit")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
@@ -60,7 +65,14 @@ def main(argv=None) -> int:
     env = init_distributed()
     trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
     try:
-        trainer.fit()
+        if args.export:
+            trainer.resume()
+            if trainer.state.step == 0:
+                print(f"error: no checkpoint to export under {cfg.run.dir}", file=sys.stderr)
+                return 1
+            trainer.export(args.export)
+        else:
+            trainer.fit()
     finally:
         trainer.close()
     return 0

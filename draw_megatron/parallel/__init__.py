@@ -22,10 +22,10 @@ from draw_megatron.parallel.mappings import (SEQUENCE_DIM, allreduce_sequence_pa
                                              mark_sequence_parallel, reduce_from_tp_region,
                                              reduce_scatter_to_sequence_region,
                                              scatter_to_sequence_region, scatter_to_tp_region)
-from draw_megatron.parallel.topology import DeepSpeedMPU, ParallelConfig, ParallelTopology
+from draw_megatron.parallel.topology import DeepSpeedMPU, ParallelTopology
 
 __all__ = [
-    "ColumnParallelLinear", "DeepSpeedMPU", "InitMethod", "ParallelConfig", "ParallelTopology",
+    "ColumnParallelLinear", "DeepSpeedMPU", "InitMethod", "ParallelTopology",
     "RowParallelLinear", "SEQUENCE_DIM", "VocabParallelEmbedding",
     "allreduce_sequence_parallel_grad", "copy_to_tp_region", "gather_from_sequence_region",
     "gather_from_tp_region", "gather_full", "gather_full_param", "is_sequence_parallel",

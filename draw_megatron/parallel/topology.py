@@ -12,28 +12,8 @@ means "no parallelism" throughout ``draw_megatron.parallel`` (never torch's WORL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.distributed as dist
 from torch.distributed import ProcessGroup
-
-
-@dataclass
-class ParallelConfig:
-    """The ``parallel`` section of a run config."""
-
-    tp: int = 1
-    """Tensor-parallel size: the ranks sharing one model replica. Divides the world size."""
-
-    sequence_parallel: bool = False
-    """Shard norm/dropout activations along the sequence inside each TP group (no-op at tp=1)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.tp, bool) or not isinstance(self.tp, int) or self.tp < 1:
-            raise ValueError(f"parallel.tp must be a positive integer, got {self.tp!r}")
-        if not isinstance(self.sequence_parallel, bool):
-            raise ValueError(
-                f"parallel.sequence_parallel must be a bool, got {self.sequence_parallel!r}")
 
 
 class ParallelTopology:

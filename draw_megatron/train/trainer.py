@@ -172,9 +172,10 @@ class Trainer:
                  result["worst"], result["worst_domain"])
         return record
 
-    def export(self) -> str:
-        """The full, unsharded model as safetensors (any TP layout can load it)."""
-        path = os.path.join(self.cfg.run.dir, CONSOLIDATED_NAME)
+    def export(self, path: str | None = None) -> str:
+        """The full, unsharded model as safetensors (any TP layout can load it); by default
+        ``<run.dir>/model.safetensors``."""
+        path = path or os.path.join(self.cfg.run.dir, CONSOLIDATED_NAME)
         module = self.engine.module
         if self.cfg.zero.stage == 3:  # parameters are partitioned: gather them for the save
             import deepspeed

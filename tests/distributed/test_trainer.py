@@ -76,12 +76,35 @@ def _train(cfg: RunConfig, kill_at: int | None = None) -> dict:
             "exported": os.path.isfile(os.path.join(cfg.run.dir, "model.safetensors"))}
 
 
+def _export(cfg: RunConfig, path: str) -> bool:
+    """Export the latest checkpoint on request; True when it equals the end-of-run file."""
+    import torch
+    import torch.distributed as dist
+
+    from draw_megatron.engine.deepspeed_engine import init_distributed
+    from draw_megatron.model import load_consolidated
+    from draw_megatron.parallel import ParallelTopology
+    from draw_megatron.train.trainer import Trainer
+
+    trainer = Trainer(cfg, init_distributed(), ParallelTopology.from_dist(cfg.parallel.tp))
+    try:
+        trainer.resume()
+        trainer.export(path)
+    finally:
+        trainer.close()
+    dist.barrier()
+    again, _ = load_consolidated(path)
+    final, _ = load_consolidated(os.path.join(cfg.run.dir, "model.safetensors"))
+    return again.keys() == final.keys() and all(torch.equal(again[k], final[k]) for k in final)
+
+
 def _world2(rank, world, root, out):
     res = {"tp1": _train(_cfg(root, f"{out}/tp1"))}
     # Killed after the step-10 checkpoint, restarted with the same command.
     _train(_cfg(root, f"{out}/resumed"), kill_at=13)
     res["resumed"] = _train(_cfg(root, f"{out}/resumed"))
     res["tp2"] = _train(_cfg(root, f"{out}/tp2", tp=2))
+    res["tp2_exported_again"] = _export(_cfg(root, f"{out}/tp2", tp=2), f"{out}/tp2_again.safetensors")
     res["tp2_sp"] = _train(_cfg(root, f"{out}/tp2_sp", tp=2, sp=True))
     # The first steps of each ZeRO stage (the same LR schedule: stopped, not shortened).
     for stage in (0, 2, 3):
@@ -126,6 +149,10 @@ def test_resume_reproduces_the_uninterrupted_run_bitwise(world2):
     assert world2["resumed"]["grad_norm"] == world2["tp1"]["grad_norm"]
     assert world2["resumed"]["cursors"] == world2["tp1"]["cursors"]  # the same samples
     assert world2["resumed"]["eval"] == world2["tp1"]["eval"]
+
+
+def test_export_on_request_from_a_checkpoint(world2):
+    assert world2["tp2_exported_again"]
 
 
 def test_tp2_loss_curve_and_clipped_norms_match_tp1(world2):
