@@ -17,7 +17,6 @@ layout the checkpoint was saved with (the file loads into any layout).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -40,7 +39,9 @@ def main(argv=None) -> int:
     from draw_megatron.config.base import ConfigError, dump_yaml
     from draw_megatron.config.run import load_run_config
 
-    world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    from draw_megatron.engine.launch_env import world_size_from_env
+
+    world_size = world_size_from_env()
     from draw_megatron.data.manifest import ManifestError
     from draw_megatron.train.trainer import check_config_against_data
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from draw_megatron.config.run import RunConfig
+from draw_megatron.engine.launch_env import env_from_slurm
 from draw_megatron.engine.schedule import lr_at, warmup_steps
 from draw_megatron.parallel import ParallelTopology
 
@@ -35,7 +36,7 @@ def init_distributed() -> DistEnv:
     RANK / WORLD_SIZE / LOCAL_RANK when the launcher did not set them) and as a plain
     single process.
     """
-    _env_from_slurm()
+    env_from_slurm()
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
@@ -51,9 +52,10 @@ def init_distributed() -> DistEnv:
     import deepspeed
 
     if on_gpu:
-        torch.cuda.set_device(local_rank)
+        # A site that binds one GPU per task shows each task only device 0.
+        torch.cuda.set_device(local_rank if torch.cuda.device_count() > local_rank else 0)
         deepspeed.init_distributed(dist_backend="nccl")
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", torch.cuda.current_device())
     else:
         _skip_cpu_shm_op(deepspeed)
         deepspeed.init_distributed(dist_backend="gloo")
@@ -64,16 +66,6 @@ def init_distributed() -> DistEnv:
     import torch.distributed as dist
 
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
-
-
-def _env_from_slurm() -> None:
-    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
-        os.environ["RANK"] = os.environ["SLURM_PROCID"]
-        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
-        tasks_per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
-        if tasks_per_node.isdigit():
-            os.environ.setdefault("LOCAL_WORLD_SIZE", tasks_per_node)
 
 
 def _skip_cpu_shm_op(deepspeed) -> None:

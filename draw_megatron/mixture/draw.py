@@ -39,9 +39,10 @@ def _check_evidence(evidence: float) -> float:
 
 
 def check_simplex(alpha, name: str = "alpha_star", k: int | None = None) -> np.ndarray:
-    """``alpha`` as a float vector on the simplex (renormalised within SIMPLEX_TOL).
+    """``alpha`` as a float vector, checked to lie on the simplex (Σ = 1 ± SIMPLEX_TOL).
 
     Raises ValueError for a wrong length, a negative or non-finite entry, or a sum off 1.
+    The values are returned as given (not renormalised), so files record what they read.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     if alpha.ndim != 1 or alpha.size == 0:
@@ -56,7 +57,7 @@ def check_simplex(alpha, name: str = "alpha_star", k: int | None = None) -> np.n
     if abs(alpha.sum() - 1.0) > SIMPLEX_TOL:
         raise ValueError(f"{name} sums to {alpha.sum():.9g}, not 1 (tolerance {SIMPLEX_TOL}): "
                          "it is not on the simplex")
-    return alpha / alpha.sum()
+    return alpha
 
 
 def check_concentration(beta, name: str = "beta") -> np.ndarray:

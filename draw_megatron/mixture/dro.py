@@ -64,7 +64,8 @@ def dro_update(alpha_prev, excess, eta: float = 1.0, smoothing: float = 1e-3) ->
         raise ValueError(f"excess has shape {excess.shape} but alpha has {alpha_prev.shape}")
     if not np.all(np.isfinite(excess)):
         raise ValueError(f"excess losses must be finite, got {excess.tolist()}")
-    scaled = eta * excess
+    with np.errstate(over="ignore"):  # reported below as a ValueError
+        scaled = eta * excess
     if not np.all(np.isfinite(scaled)):
         raise ValueError(f"eta·excess overflows float64 (eta={eta}, excess={excess.tolist()})")
     with np.errstate(divide="ignore"):  # a zero weight (possible with c = 0) stays zero

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from draw_megatron.config.model import ModelConfig
 from draw_megatron.model.init import full_shape
 from draw_megatron.parallel import ParallelTopology, gather_full_param, load_full_
+from draw_megatron.utils.fs import umask
 
 FORMAT = "draw-megatron-gpt/v1"
 FILENAME = "model.safetensors"
@@ -180,6 +181,7 @@ def _atomic_save(state: dict[str, Tensor], out: str, metadata: dict[str, str]) -
         save_file(state, tmp, metadata=metadata)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):

@@ -114,8 +114,8 @@ class Trainer:
                 self.metrics.write(record)
                 step = self.state.step
                 if step % cfg.log.every == 0 or step == cfg.train.steps:
-                    log.info("step %d loss %.4f lr %.3g %.0f tokens/s", step, record["loss"],
-                             record["lr"], record["tokens_per_s"])
+                    log.info("step %d loss %.4f lr %.3g %.0f tokens/s", record["step"],
+                             record["loss"], record["lr"], record["tokens_per_s"])
                 if step % cfg.eval.every == 0 or step == cfg.train.steps:
                     self.evaluate()
                 if step % cfg.checkpoint.every == 0 or step == cfg.train.steps:
