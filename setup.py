@@ -24,6 +24,7 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.66",
         "tensorboard>=2.15",
+        "matplotlib>=3.7",  # tools/plot_mixture.py
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],

@@ -43,5 +43,4 @@ def draw_posterior_tool():
 
 @pytest.fixture(scope="session")
 def plot_tool():
-    pytest.importorskip("matplotlib")
-    return load_tool("plot_mixture")
+    return load_tool("plot_mixture")  # matplotlib is a dependency of the package
