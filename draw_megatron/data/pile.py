@@ -97,7 +97,7 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
     return files
 
 
-def _iter_zst_blocks(fh, path: str, log: BadInputLog) -> Iterator[bytes]:
+def _iter_zst_blocks(fh) -> Iterator[bytes]:
     """Decompressed blocks of a (multi-frame) zstd file; a truncated last frame is logged.
 
     zstandard's stream reader ends silently at a truncated frame, so frames are followed
@@ -127,7 +127,7 @@ def _iter_zst_blocks(fh, path: str, log: BadInputLog) -> Iterator[bytes]:
 
 
 class _Truncated(Exception):
-    pass
+    """A .zst file ended inside a frame."""
 
 
 def iter_raw_lines(path: str, log: BadInputLog) -> Iterator[tuple[int, bytes]]:
@@ -141,7 +141,7 @@ def iter_raw_lines(path: str, log: BadInputLog) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as fh:
         blocks: Iterator[bytes]
         if path.endswith(".zst"):
-            blocks = _iter_zst_blocks(fh, path, log)
+            blocks = _iter_zst_blocks(fh)
         else:
             blocks = iter(lambda: fh.read(_READ_BYTES), b"")
         try:
