@@ -4,12 +4,17 @@ evaluation, metrics and checkpoints (DESIGN.md Contracts 3–5).
 Everything stateful is resumable: the engine (DeepSpeed), the loader (cursors, schedule)
 and the train state go into every checkpoint; per-step randomness (dropout) is seeded by
 (seed, step, DP rank), so a resumed run needs no RNG state.
+
+Training variants (the DRO proxy, DGA) are step passes (``draw_megatron.passes``) handed to
+the trainer; the step below calls their hooks and holds no variant's logic itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -17,7 +22,7 @@ import torch
 from draw_megatron.config.base import ConfigError, save_config
 from draw_megatron.config.run import RunConfig
 from draw_megatron.data.domains import DomainData
-from draw_megatron.data.loader import MixtureLoader
+from draw_megatron.data.loader import Batch, MixtureLoader
 from draw_megatron.data.manifest import Manifest
 from draw_megatron.data.schedules import build_schedule
 from draw_megatron.engine.deepspeed_engine import DistEnv, build_engine
@@ -25,6 +30,7 @@ from draw_megatron.eval.validation import Evaluator
 from draw_megatron.losses import DomainLoss, domain_means
 from draw_megatron.model import GPT, flops_per_token, save_consolidated
 from draw_megatron.parallel import ParallelTopology
+from draw_megatron.passes.base import StepPass, check_passes
 from draw_megatron.train.checkpoint import CheckpointManager
 from draw_megatron.train.metrics import MetricsLog
 from draw_megatron.utils.log import get_logger
@@ -45,8 +51,11 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, env: DistEnv, topology: ParallelTopology):
+    def __init__(self, cfg: RunConfig, env: DistEnv, topology: ParallelTopology,
+                 passes: Sequence[StepPass] = ()):
         self.cfg, self.env, self.topology = cfg, env, topology
+        self.passes = tuple(passes)
+        self._loss_owner = check_passes(self.passes)
         self.is_writer = env.rank == 0
         self.manifest = Manifest.load(cfg.data.root)
         check_config_against_data(cfg, self.manifest)
@@ -59,7 +68,8 @@ class Trainer:
                                   width=model_cfg.d_model, split=cfg.data.split)
         self.train_data = DomainData(self.manifest, cfg.data.split)
         self.loader = MixtureLoader(self.train_data, schedule, cfg.train.global_batch,
-                                    cfg.run.seed, topology.dp_rank, topology.dp_size)
+                                    cfg.run.seed, topology.dp_rank, topology.dp_size,
+                                    stratified=any(p.stratified_batches for p in self.passes))
         self.eval_data = DomainData(self.manifest, cfg.eval_split)
         self.evaluator = Evaluator(self.eval_data, cfg.eval.sequences_per_domain,
                                    cfg.train.micro_batch, topology.dp_rank, topology.dp_size,
@@ -69,6 +79,8 @@ class Trainer:
         self.state = TrainState()
         self.metrics: MetricsLog | None = None
         self.flops_per_token = flops_per_token(model_cfg)
+        for step_pass in self.passes:
+            step_pass.setup(self)
 
     # ------------------------------------------------------------------ set-up / resume
 
@@ -91,10 +103,24 @@ class Trainer:
                 self.engine, int(tag.removeprefix("step_")))
         self.loader.load_state_dict(client["loader"])
         self.state = TrainState(**client["train_state"])
+        self._load_pass_states(client.get("passes", {}))
+
+    def _load_pass_states(self, states: dict) -> None:
+        for step_pass in self.passes:
+            if step_pass.name not in states:
+                raise RuntimeError(f"the checkpoint holds no state for the {step_pass.name!r} "
+                                   f"pass (it has {sorted(states) or 'none'}): it was not "
+                                   "written by a run with that pass")
+            step_pass.load_state_dict(states[step_pass.name])
+        ignored = sorted(set(states) - {p.name for p in self.passes})
+        if ignored:
+            log.warning("the checkpoint's state of pass(es) %s is ignored: this run does not "
+                        "have them", ignored)
 
     def _client_state(self) -> dict:
         return {"loader": self.loader.state_dict(), "train_state": asdict(self.state),
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(),
+                "passes": {p.name: p.state_dict() for p in self.passes}}
 
     # ------------------------------------------------------------------ loop
 
@@ -120,6 +146,8 @@ class Trainer:
                     self.evaluate()
                 if step % cfg.checkpoint.every == 0 or step == cfg.train.steps:
                     self.checkpoints.save(self.engine, step, self._client_state())
+            for step_pass in self.passes:
+                step_pass.finish(self)
             self.export()
         finally:
             self.metrics.close()
@@ -139,12 +167,13 @@ class Trainer:
             tokens = micro.tokens.to(self.env.device, non_blocking=True)
             labels = micro.labels.to(self.env.device, non_blocking=True)
             loss_BT = self.engine(tokens, labels)
-            # Every sequence has the same length: the mean over micro-batches (DeepSpeed's
-            # accumulation) and DP ranks (its gradient averaging) is the global token mean.
-            self.engine.backward(loss_BT.mean())
+            self.engine.backward(self._micro_loss(loss_BT, micro, tokens, labels))
             self.engine.step()
             acc.add(loss_BT, micro.domain_ids)
         sums, counts = acc.all_reduce(self.topology.dp_group)
+        for step_pass in self.passes:
+            for record in step_pass.after_step(self, step, batch, sums, counts):
+                self.metrics.write(record)
         seconds = time.perf_counter() - start
         num_tokens = cfg.train.global_batch * self.manifest.seq_len
         self.state.step += 1
@@ -158,6 +187,25 @@ class Trainer:
                 "alpha": batch.alpha.tolist(), "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "tokens_per_s": tokens_per_s, "mfu": mfu}
+
+    def _micro_loss(self, loss_BT: torch.Tensor, micro: Batch, tokens: torch.Tensor,
+                    labels: torch.Tensor) -> torch.Tensor:
+        """The scalar to back-propagate: the loss-owning pass's, else the token mean."""
+        owned = None
+        if self.passes:
+            on_device = dataclasses.replace(micro, tokens=tokens, labels=labels,
+                                            domain_ids=micro.domain_ids.to(self.env.device))
+            for step_pass in self.passes:
+                loss = step_pass.micro_loss(loss_BT, on_device)
+                owned = loss if step_pass is self._loss_owner else owned
+        if self._loss_owner is None:
+            # Every sequence has the same length: the mean over micro-batches (DeepSpeed's
+            # accumulation) and DP ranks (its gradient averaging) is the global token mean.
+            return loss_BT.mean()
+        if owned is None:
+            raise RuntimeError(f"the {self._loss_owner.name!r} pass owns the loss but returned "
+                               "none")
+        return owned
 
     def evaluate(self) -> dict:
         self.engine.eval()
