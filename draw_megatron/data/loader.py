@@ -8,6 +8,9 @@ Step t of a run with global batch G:
   3. the j-th use of domain d takes item j mod n_d of that domain's permutation for epoch
      ⌊j / n_d⌋, keyed by (seed, d, epoch) (an O(1)-memory Feistel permutation);
   4. DP rank r reads positions [r·G/DP, (r+1)·G/DP).
+Stratified batches (``stratified=True``, the DRO proxy, SPEC.md §2) replace step 2: every
+domain gets ⌊G/k⌋ positions, the G mod k left over go to distinct domains, and the positions
+are shuffled, all by a generator seeded by (seed, t); α_t is then reported, not sampled from.
 Every rank computes steps 1–3 for the whole global batch, so all ranks hold the same
 cursors, and the global stream depends only on the seed, the schedule and the data — not
 on DP size, TP size or micro-batch size.
@@ -27,7 +30,7 @@ from draw_megatron.mixture.schedule import MixtureSchedule
 # Independent randomness streams derived from the run seed.
 TRAIN_STREAM = 0x545241494E  # "TRAIN"
 PROBE_STREAM = 0x50524F4245  # "PROBE"
-_DRAW, _PERM = 1, 2
+_DRAW, _PERM, _STRATIFY = 1, 2, 3
 
 
 @dataclass
@@ -42,7 +45,11 @@ class Batch:
     """[B] int64 domain of each sequence, in manifest order."""
     step: int
     alpha: np.ndarray
-    """The mixture this step used."""
+    """The mixture this step used (stratified batches: the schedule's weights, which an
+    online method such as DRO weights the loss with; the domains were not drawn from it)."""
+    domain_counts: np.ndarray | None = None
+    """[k] sequences of each domain in the whole global batch (all DP ranks), known before
+    any forward pass; None for probe batches."""
 
     def micro_batches(self, micro_batch: int) -> list[Batch]:
         """Consecutive slices of ``micro_batch`` sequences (gradient accumulation)."""
@@ -51,7 +58,8 @@ class Batch:
             raise ValueError(f"{num} sequences per rank do not split into micro batches of "
                              f"{micro_batch}")
         return [Batch(self.tokens[i:i + micro_batch], self.labels[i:i + micro_batch],
-                      self.domain_ids[i:i + micro_batch], self.step, self.alpha)
+                      self.domain_ids[i:i + micro_batch], self.step, self.alpha,
+                      self.domain_counts)
                 for i in range(0, num, micro_batch)]
 
 
@@ -113,20 +121,36 @@ def draw_domains(alpha: np.ndarray, num: int, seed: int, stream: int, counter: i
     return np.minimum(domains, alpha.size - 1)
 
 
-def _to_batch(rows: np.ndarray, domains: np.ndarray, step: int, alpha: np.ndarray) -> Batch:
+def stratified_domains(num_domains: int, num: int, seed: int, stream: int,
+                       counter: int) -> np.ndarray:
+    """``num`` positions with ⌊num/k⌋ of every domain, the ``num mod k`` left over given to
+    distinct domains, in shuffled order; seeded by (seed, stream, counter)."""
+    if num < num_domains:
+        raise ValueError(f"a stratified batch needs every one of the {num_domains} domains: "
+                         f"train.global_batch={num} is smaller")
+    rng = np.random.default_rng([seed, stream, _STRATIFY, counter])
+    counts = np.full(num_domains, num // num_domains, dtype=np.int64)
+    counts[rng.choice(num_domains, size=num % num_domains, replace=False)] += 1
+    # Shuffled, so each DP rank's slice (and each micro-batch) mixes the domains.
+    return np.repeat(np.arange(num_domains), counts)[rng.permutation(num)]
+
+
+def _to_batch(rows: np.ndarray, domains: np.ndarray, step: int, alpha: np.ndarray,
+              domain_counts: np.ndarray | None = None) -> Batch:
     seqs = torch.from_numpy(rows.astype(np.int64))
     domain_ids = torch.from_numpy(domains.astype(np.int64))
     if torch.cuda.is_available():
         seqs, domain_ids = seqs.pin_memory(), domain_ids.pin_memory()
     return Batch(tokens=seqs[:, :-1], labels=seqs[:, 1:], domain_ids=domain_ids, step=step,
-                 alpha=alpha)
+                 alpha=alpha, domain_counts=domain_counts)
 
 
 class MixtureLoader:
-    """The training stream: this rank's G/DP sequences of each step, from the mixture α_t."""
+    """The training stream: this rank's G/DP sequences of each step, from the mixture α_t
+    (or, ``stratified``, the same number of sequences from every domain)."""
 
     def __init__(self, data: DomainData, schedule: MixtureSchedule, global_batch: int,
-                 seed: int, dp_rank: int = 0, dp_size: int = 1):
+                 seed: int, dp_rank: int = 0, dp_size: int = 1, stratified: bool = False):
         if schedule.num_domains != data.num_domains:
             raise ValueError(f"the mixture has {schedule.num_domains} domains, the data "
                              f"{data.num_domains}")
@@ -135,6 +159,9 @@ class MixtureLoader:
                              f"data-parallel size {dp_size}")
         if not 0 <= dp_rank < dp_size:
             raise ValueError(f"dp_rank {dp_rank} is outside [0, {dp_size})")
+        if stratified:
+            _check_stratifiable(data, global_batch)
+        self.stratified = stratified
         self.data, self.schedule = data, schedule
         self.global_batch, self.seed = global_batch, int(seed)
         self.dp_rank, self.dp_size = dp_rank, dp_size
@@ -149,12 +176,17 @@ class MixtureLoader:
         """This rank's sequences for the next step; advances the step and the cursors."""
         step = self.step
         alpha = self.schedule.weights(step)
-        domains = draw_domains(alpha, self.global_batch, self.seed, TRAIN_STREAM, step)
+        if self.stratified:
+            domains = stratified_domains(alpha.size, self.global_batch, self.seed, TRAIN_STREAM,
+                                         step)
+        else:
+            domains = draw_domains(alpha, self.global_batch, self.seed, TRAIN_STREAM, step)
         indices = self.sampler.take(domains)
         mine = slice(self.dp_rank * self.per_rank, (self.dp_rank + 1) * self.per_rank)
         rows = self.data.read(indices[mine])
         self.step += 1
-        return _to_batch(rows, domains[mine], step, alpha)
+        return _to_batch(rows, domains[mine], step, alpha,
+                         np.bincount(domains, minlength=alpha.size))
 
     def __iter__(self):
         while True:
@@ -162,7 +194,8 @@ class MixtureLoader:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "seed": self.seed, "global_batch": self.global_batch,
-                "sampler": self.sampler.state_dict(), "schedule": self.schedule.state_dict()}
+                "stratified": self.stratified, "sampler": self.sampler.state_dict(),
+                "schedule": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:
@@ -171,9 +204,27 @@ class MixtureLoader:
         if state["global_batch"] != self.global_batch:
             raise ValueError(f"the checkpoint's loader used global batch {state['global_batch']}"
                              f", this run {self.global_batch}")
+        if state.get("stratified", False) != self.stratified:
+            raise ValueError(f"the checkpoint's loader drew {_draw_mode(not self.stratified)} "
+                             f"batches, this run {_draw_mode(self.stratified)} ones")
         self.sampler.load_state_dict(state["sampler"])
         self.schedule.load_state_dict(state["schedule"])
         self.step = int(state["step"])
+
+
+def _check_stratifiable(data: DomainData, global_batch: int) -> None:
+    k = data.num_domains
+    if global_batch < k:
+        raise ValueError(f"train.global_batch={global_batch} is smaller than the {k} domains: "
+                         "a stratified batch holds at least one sequence of every domain")
+    empty = [name for name, n in zip(data.manifest.domain_names, data.num_sequences) if n == 0]
+    if empty:
+        raise ValueError(f"stratified batches take every domain, but {empty} have no sequence "
+                         f"in split {data.split!r}")
+
+
+def _draw_mode(stratified: bool) -> str:
+    return "stratified" if stratified else "mixture-drawn"
 
 
 class ProbeSampler:
