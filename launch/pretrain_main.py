@@ -20,8 +20,8 @@ import argparse
 import sys
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
+def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/)")
     p.add_argument("--dry-run", action="store_true",
@@ -35,7 +35,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace, *, forced: dict[str, str] | None = None,
+        check=None, make_passes=None, script: str = "pretrain_main.py") -> int:
+    """Parse the config, check it before any process group, then train (or export).
+
+    Shared by the other launchers: ``forced`` overrides win over the YAML (an explicit
+    command-line override that contradicts one is an error); ``check(cfg)`` adds
+    checks that raise ConfigError; ``make_passes(cfg)`` gives the trainer's step passes.
+    """
     from draw_megatron.config.base import ConfigError, dump_yaml
     from draw_megatron.config.run import load_run_config
 
@@ -45,10 +55,15 @@ def main(argv=None) -> int:
     from draw_megatron.data.manifest import ManifestError
     from draw_megatron.train.trainer import check_config_against_data
 
+    forced = forced or {}
     try:
-        cfg = load_run_config(args.config, args.overrides)
+        _check_not_contradicted(args.overrides, forced, script)
+        overrides = [*args.overrides, *(f"{k}={v}" for k, v in forced.items())]
+        cfg = load_run_config(args.config, overrides)
         cfg.validate_layout(world_size)  # before any process group exists
         check_config_against_data(cfg)
+        if check is not None:
+            check(cfg)
     except (ConfigError, ManifestError, FileNotFoundError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -64,7 +79,8 @@ def main(argv=None) -> int:
     from draw_megatron.train.trainer import Trainer
 
     env = init_distributed()
-    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
+    passes = make_passes(cfg) if make_passes is not None else ()
+    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp), passes)
     try:
         if args.export:
             trainer.resume()
@@ -77,6 +93,15 @@ def main(argv=None) -> int:
     finally:
         trainer.close()
     return 0
+
+
+def _check_not_contradicted(overrides: list[str], forced: dict[str, str], script: str) -> None:
+    from draw_megatron.config.base import ConfigError
+
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in forced and value.strip() != forced[key]:
+            raise ConfigError(f"{script} sets {key}={forced[key]}; drop the override {item!r}")
 
 
 if __name__ == "__main__":

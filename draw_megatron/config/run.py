@@ -305,10 +305,33 @@ class DROConfig(Config):
     smoothing: float = 1e-3
     """c in α = (1 − c) α'/Σα' + c/k."""
 
+    reference: str | None = None
+    """The reference model (same architecture, trained on the natural weights): its run's
+    consolidated ``model.safetensors``, or the run folder holding it. Required by the DRO
+    pass (validate_for_pass)."""
+
     def validate(self, prefix: str | None = None) -> None:
         _check_positive(self, prefix, "eta")
         _require(0 <= self.smoothing < 1,
                  f"{_key(prefix, self.SECTION, 'smoothing')}={self.smoothing} must be in [0, 1)")
+
+    def validate_for_pass(self, prefix: str | None = None) -> None:
+        """Checks for a run that has the DRO pass on (the DRO launcher calls this)."""
+        self.validate(prefix)
+        key = _key(prefix, self.SECTION, "reference")
+        _require(bool(self.reference),
+                 f"{key} is not set: the DRO pass needs the reference run's model "
+                 f"(launch/train_reference.py writes <run.dir>/model.safetensors); set "
+                 f"{key}=PATH")
+        _require(os.path.isfile(self.reference_file),
+                 f"{key}={self.reference!r}: no such file ({self.reference_file}); train the "
+                 "reference first (launch/train_reference.py)")
+
+    @property
+    def reference_file(self) -> str:
+        """``reference`` itself if it names a .safetensors file, else its model.safetensors."""
+        ref = self.reference or ""
+        return ref if ref.endswith(".safetensors") else os.path.join(ref, "model.safetensors")
 
 
 @dataclass(kw_only=True)
@@ -423,6 +446,10 @@ class RunConfig(Config):
                                       "convert data with tools/convert_pile.py first")
         _require(os.path.isfile(os.path.join(root, MANIFEST_NAME)),
                  f"data.root={root!r} holds no {MANIFEST_NAME}: not a converted data root")
+
+    def validate_dro_pass(self) -> None:
+        """Checks for a run with the DRO pass on; the DRO launcher calls this."""
+        self.dro.validate_for_pass("dro")
 
     def validate_dga_pass(self) -> None:
         """Checks for a run with the DGA pass on; the DGA launcher calls this."""

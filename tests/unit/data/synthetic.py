@@ -1,7 +1,8 @@
 """A synthetic data root in Contract 1's layout whose sequences say who they are.
 
 Sequence j of domain d holds tokens [d, j, j+1, ...] (mod the dtype), so a test can tell
-from a batch which item of which domain it received.
+from a batch which item of which domain it received. A domain listed in ``random_domains``
+holds [d, j, then seeded random tokens]: noise no model can learn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from draw_megatron.data.manifest import MANIFEST_FORMAT, natural_weights
 
 def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: str = "train",
                         names: list[str] | None = None, vocab_size: int = 65536,
-                        splits: tuple[str, ...] | None = None) -> str:
+                        splits: tuple[str, ...] | None = None,
+                        random_domains: tuple[int, ...] = ()) -> str:
     """Write the root; ``splits`` (default: just ``split``) each get the same sequences.
     Token values are taken mod ``vocab_size`` (decode_items needs the default)."""
     names = names or [f"Domain {d}" for d in range(len(sizes))]
@@ -32,6 +34,9 @@ def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: st
                                columns={"tokens": "ndarray:uint16"}, compression=None) as w:
                     for j in range(n):
                         row = np.arange(j, j + seq_len + 1, dtype=np.int64)
+                        if d in random_domains:
+                            row = np.random.default_rng([d, j]).integers(
+                                0, vocab_size, seq_len + 1)
                         row[0], row[1] = d, j
                         w.write({"tokens": (row % vocab_size).astype(np.uint16)})
         counts = {"documents": n, "tokens": n * seq_len + 1, "sequences": n, "dropped_tokens": 0,
