@@ -139,12 +139,12 @@ class Trainer:
                 record = self.train_step()
                 self.metrics.write(record)
                 step = self.state.step
-                if step % cfg.log.every == 0 or step == cfg.train.steps:
+                if is_due(step, cfg.log.every, cfg.train.steps):
                     log.info("step %d loss %.4f lr %.3g %.0f tokens/s", record["step"],
                              record["loss"], record["lr"], record["tokens_per_s"])
-                if step % cfg.eval.every == 0 or step == cfg.train.steps:
+                if is_due(step, cfg.eval.every, cfg.train.steps):
                     self.evaluate()
-                if step % cfg.checkpoint.every == 0 or step == cfg.train.steps:
+                if is_due(step, cfg.checkpoint.every, cfg.train.steps):
                     self.checkpoints.save(self.engine, step, self._client_state())
             for step_pass in self.passes:
                 step_pass.finish(self)
@@ -237,6 +237,12 @@ class Trainer:
     def close(self) -> None:
         self.train_data.close()
         self.eval_data.close()
+
+
+def is_due(step: int, every: int, last_step: int) -> bool:
+    """Whether a periodic action (log, eval, checkpoint) runs after ``step``: every
+    ``every`` steps (0: never periodically) and always at the last step."""
+    return step == last_step or (every > 0 and step % every == 0)
 
 
 def check_config_against_data(cfg: RunConfig, manifest: Manifest | None = None) -> None:
