@@ -1,0 +1,205 @@
+"""tools/run_pipeline.py: stage planning, the skip/resume logic, the timing table — no training
+is launched (run_stage is replaced where execute() is exercised)."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+from tests.unit.tools.conftest import REPO, write_manifest
+
+DOMAINS = ["A", "B", "C", "D"]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    # registered in sys.modules while it loads: its dataclasses look their module up there
+    spec = importlib.util.spec_from_file_location("run_pipeline",
+                                                  os.path.join(REPO, "tools", "run_pipeline.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_pipeline"] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["run_pipeline"]
+    return module
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_manifest(str(tmp_path / "data"), DOMAINS)
+
+
+def _args(tool, data, out, *extra):
+    return tool.parse_args(["--data", data, "--proxy", "tiny-64", "--main", "tiny-128",
+                            "--out", str(out), "--steps", "12", "--proxy-steps", "6", *extra])
+
+
+def _complete_run(run_dir, steps: int, extra=("model.safetensors",), truncated=False):
+    os.makedirs(run_dir, exist_ok=True)
+    for name in extra:
+        with open(os.path.join(run_dir, name), "w") as fh:
+            fh.write("{}")
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as fh:
+        for step in range(steps):  # train records carry the 0-based step index
+            fh.write(json.dumps({"kind": "train", "step": step, "loss": 1.0}) + "\n")
+        fh.write(json.dumps({"kind": "eval", "step": steps, "avg": 1.0}) + "\n")
+        if truncated:
+            fh.write('{"kind": "train", "st')
+
+
+def _stage(stages, name):
+    return next(s for s in stages if s.name == name)
+
+
+def test_plan_orders_stages_and_sets_each_runs_keys(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "train.lr=0.002")
+    stages = tool.plan(args, cuda=False)
+    assert [s.name for s in stages] == ["reference", "proxy_dro", "posterior", "draw", "natural",
+                                        "uniform", "random", "doremi", "static", "compare",
+                                        "plots"]
+    out = os.path.abspath(tmp_path / "p")
+    ref = _stage(stages, "reference")
+    assert ref.cmd[:3][1:] == ["--num_gpus", "2"] and ref.env == {"DS_ACCELERATOR": "cpu"}
+    assert ref.cmd[3].endswith("launch/train_reference.py")
+    assert f"run.dir={out}/runs/reference" in ref.cmd and "model.preset=tiny-64" in ref.cmd
+    assert "train.steps=6" in ref.cmd and "train.lr=0.002" in ref.cmd
+    # the user's overrides come before the stage's own keys
+    assert ref.cmd.index("train.lr=0.002") < ref.cmd.index(f"run.dir={out}/runs/reference")
+    dro = _stage(stages, "proxy_dro")
+    assert f"dro.reference={out}/runs/reference/model.safetensors" in dro.cmd
+    post = _stage(stages, "posterior")
+    assert post.cmd[post.cmd.index("--proxy-config") + 1] == f"{out}/runs/proxy_dro/config.yaml"
+    assert post.cmd[post.cmd.index("--main-config") + 1].endswith("configs/models/tiny-128.yaml")
+    draw = _stage(stages, "draw")
+    assert "mixture.kind=dirichlet" in draw.cmd and "model.preset=tiny-128" in draw.cmd
+    assert f"mixture.file={out}/mixtures/draw.json" in draw.cmd and "train.steps=12" in draw.cmd
+    assert f"mixture.file={out}/runs/proxy_dro/alpha_star.json" in _stage(stages, "doremi").cmd
+    assert f"mixture.file={out}/mixtures/static.json" in _stage(stages, "static").cmd
+    assert "mixture.kind=random" in _stage(stages, "random").cmd
+    compare = _stage(stages, "compare")
+    assert [c for c in compare.cmd if "/runs/" in c] == [
+        f"{out}/runs/{n}" for n in ("draw", "natural", "uniform", "random", "doremi", "static")]
+
+
+def test_torchrun_and_baseline_subset(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--launcher", "torchrun", "--nproc", "1",
+                 "--baselines", "uniform,doremi")
+    stages = tool.plan(args, cuda=False)
+    assert [s.name for s in stages][3:] == ["draw", "uniform", "doremi", "compare", "plots"]
+    ref = _stage(stages, "reference")
+    assert "torch.distributed.run" in ref.cmd and "--nproc_per_node=1" in ref.cmd
+    assert ref.env == {}
+
+
+@pytest.mark.parametrize("bad", [["run.dir=x"], ["mixture.kind=uniform"], ["train.steps=3"],
+                                 ["notakeyvalue"], ["--baselines", "natural,regmix"],
+                                 ["--steps", "0"]])
+def test_bad_arguments_are_clear_errors(tool, data, tmp_path, bad, capsys):
+    argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128",
+            "--out", str(tmp_path / "p"), *bad]
+    assert tool.main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_missing_manifest_is_an_error(tool, tmp_path, capsys):
+    argv = ["--data", str(tmp_path / "nodata"), "--proxy", "tiny-64", "--main", "tiny-128",
+            "--out", str(tmp_path / "p")]
+    assert tool.main(argv) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_training_stage_done_only_at_its_last_step(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p")
+    ref = _stage(tool.plan(args, cuda=False), "reference")
+    assert not tool.is_done(ref)
+    _complete_run(ref.run_dir, 4)  # an unfinished run (resumes from its checkpoint)
+    assert not tool.is_done(ref)
+    _complete_run(ref.run_dir, 6, truncated=True)
+    assert tool.is_done(ref)
+    os.remove(os.path.join(ref.run_dir, "model.safetensors"))
+    assert not tool.is_done(ref)
+    dro = _stage(tool.plan(args, cuda=False), "proxy_dro")
+    _complete_run(dro.run_dir, 6)  # model.safetensors but no alpha_star.json yet
+    assert not tool.is_done(dro)
+    _complete_run(dro.run_dir, 6, extra=("model.safetensors", "alpha_star.json",
+                                         "dro_trajectory.json"))
+    assert tool.is_done(dro)
+
+
+def test_posterior_redone_when_evidence_or_alpha_star_changes(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--evidence", "4")
+    post = _stage(tool.plan(args, cuda=False), "posterior")
+    alpha_star = post.inputs[0]
+    os.makedirs(os.path.dirname(alpha_star), exist_ok=True)
+    with open(alpha_star, "w") as fh:
+        fh.write("{}")
+    os.utime(alpha_star, (1000, 1000))
+    os.makedirs(os.path.dirname(post.outputs[0]), exist_ok=True)
+    for path in post.outputs:
+        with open(path, "w") as fh:
+            json.dump({"provenance": {"evidence": 4.0}}, fh)
+    assert tool.is_done(post)
+    with open(post.outputs[0], "w") as fh:
+        json.dump({"provenance": {"evidence": 1.0}}, fh)
+    assert not tool.is_done(post)
+    with open(post.outputs[0], "w") as fh:
+        json.dump({"provenance": {"evidence": 4.0}}, fh)
+    os.utime(alpha_star, None)  # a newer α* (the proxy was rerun)
+    for path in post.outputs:
+        os.utime(path, (1000, 1000))
+    assert not tool.is_done(post)
+
+
+def test_plan_mode_prints_status_and_runs_nothing(tool, data, tmp_path, capsys):
+    out = tmp_path / "p"
+    args = _args(tool, data, out)
+    _complete_run(_stage(tool.plan(args), "reference").run_dir, 6)
+    argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128", "--out", str(out),
+            "--steps", "12", "--proxy-steps", "6", "--plan"]
+    assert tool.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "[done] reference" in text and "[todo] proxy_dro" in text and "[todo] plots" in text
+    assert "launch/proxy_dro.py" in text
+    assert sorted(os.listdir(out)) == ["runs"] and os.listdir(out / "runs") == ["reference"]
+
+
+def test_execute_skips_completed_stages_and_writes_timings(tool, data, tmp_path, monkeypatch,
+                                                           capsys):
+    out = tmp_path / "p"
+    args = _args(tool, data, out, "--baselines", "natural")
+    stages = tool.plan(args, cuda=False)
+    _complete_run(_stage(stages, "reference").run_dir, 6)
+    os.makedirs(out, exist_ok=True)
+    with open(out / "timings.json", "w") as fh:  # an earlier invocation's record
+        json.dump({"stages": [{"stage": "reference", "status": "ran", "seconds": 42.0}]}, fh)
+    ran = []
+
+    def fake_run_stage(stage, log_path, out_dir):
+        ran.append(stage.name)
+        assert log_path == os.path.join(out_dir, "logs", f"{stage.name}.log")
+        if stage.name == "draw":
+            raise tool.PipelineError(f"stage draw failed (exit status 1); see its log {log_path}")
+
+    monkeypatch.setattr(tool, "run_stage", fake_run_stage)
+    assert tool.execute(args, stages) == 1
+    assert ran == ["proxy_dro", "posterior", "draw"]  # reference skipped; stopped at draw
+    captured = capsys.readouterr()
+    assert "stage draw failed" in captured.err and "logs/draw.log" in captured.err
+    assert "reference: done, skipped" in captured.out
+    timings = json.load(open(out / "timings.json"))
+    rows = {r["stage"]: r for r in timings["stages"]}
+    assert rows["reference"]["status"] == "skipped (done)"
+    assert rows["reference"]["seconds"] == 42.0  # the earlier run's time is kept
+    assert rows["draw"]["status"] == "FAILED" and "natural" not in rows
+    md = open(out / "timings.md").read()
+    assert "| reference | skipped (done) | 42.0 |" in md and "| draw | FAILED |" in md
+
+
+def test_simplex_domains_two_largest_and_smallest(tool, tmp_path):
+    path = tmp_path / "alpha.json"
+    path.write_text(json.dumps({"domains": ["A", "B", "C", "D", "E"], "kind": "static",
+                                "weights": [0.1, 0.4, 0.05, 0.25, 0.2]}))
+    assert tool.simplex_domains(str(path)) == ["B", "D", "C"]

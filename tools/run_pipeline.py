@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""The DRAW pipeline end to end, one command (SPEC.md §1, §2, §5; issue 4 item 8).
+
+    python tools/run_pipeline.py --data demo_out/data --proxy tiny-64 --main tiny-128 \\
+        --out demo_out/pipeline [--steps 120] [--proxy-steps 80] [key=value ...]
+
+Stages, each a subprocess of the project's own launchers and tools, run in order:
+
+  reference  launch/train_reference.py, the proxy preset on the natural weights
+  proxy_dro  launch/proxy_dro.py, dro.reference = the reference's model.safetensors
+  posterior  tools/draw_posterior.py → OUT/mixtures/draw.json (Dir(β2)) and static.json
+  draw       launch/pretrain_main.py, the main preset, mixture.kind=dirichlet (draw.json)
+  natural, uniform, random, doremi (static α*), static (E[α] under Dir(β2))
+             the baselines, the main preset (--baselines picks them)
+  compare    tools/compare_runs.py over draw + baselines → OUT/comparison.md / .csv
+  plots      tools/plot_mixture.py → OUT/plots/{alpha_dro,simplex,losses}.png
+
+Training runs live in OUT/runs/<stage> (run.dir), every stage's stdout+stderr in
+OUT/logs/<stage>.log. Every training run gets the base --config, then the key=value
+overrides given here, then the stage's own keys (run.dir, model.preset, data.root,
+train.steps, mixture.kind, mixture.file, dro.reference; those are set with the flags).
+
+Resume: a stage whose outputs are complete is skipped — a training run whose
+model.safetensors exists and whose metrics.jsonl's last train step is its train.steps
+(dro: also alpha_star.json); the posterior when both mixture files exist, are newer than
+α* and have the same evidence; compare and plots when their outputs are newer than every
+run's metrics. An unfinished stage is rerun with the same command (the launchers resume
+from their latest checkpoint). A failing stage stops the pipeline, naming the stage and
+its log. At the end a stage-by-stage wall-time table is printed and written to
+OUT/timings.json and OUT/timings.md (a skipped stage shows its time from an earlier run).
+
+--plan prints the stages, their status (todo / done) and commands, and runs nothing.
+On a machine without a CUDA GPU the deepspeed launcher runs with DS_ACCELERATOR=cpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join("configs", "experiments", "pipeline_cpu.yaml")
+SIMPLEX_PLACEHOLDER = "{SIMPLEX_DOMAINS}"
+BASELINES = ("natural", "uniform", "random", "doremi", "static")
+TRAIN_STAGES = ("reference", "proxy_dro", "draw", *BASELINES)
+# keys the pipeline sets per stage: a user override of one of them is an error
+OWNED_KEYS = {"run.dir": "--out", "model.preset": "--proxy / --main", "data.root": "--data",
+              "train.steps": "--steps / --proxy-steps", "mixture.kind": "(per stage)",
+              "mixture.file": "(per stage)", "dro.reference": "(the reference stage)",
+              "mixture.redraw_every": "--redraw-every"}
+
+
+class PipelineError(Exception):
+    """A problem with the pipeline's inputs or a failed stage (one line on stderr)."""
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    kind: str  # "train" | "tool"
+    outputs: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    steps: int | None = None
+    inputs: list[str] = field(default_factory=list)  # for tools: outputs must be newer
+    evidence: float | None = None  # posterior only
+    env: dict[str, str] = field(default_factory=dict)
+    inputs_alpha_star: str | None = None  # plots only: picks the simplex's domains
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, metavar="ROOT", help="data root (manifest.json)")
+    p.add_argument("--proxy", required=True, metavar="PRESET",
+                   help="model preset of the reference and the DRO proxy (e.g. 70M, tiny-64)")
+    p.add_argument("--main", required=True, metavar="PRESET",
+                   help="model preset of the main DRAW run and the baselines (e.g. 150M)")
+    p.add_argument("--out", required=True, metavar="DIR", help="pipeline folder")
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="YAML",
+                   help=f"base experiment config of every run (default {DEFAULT_CONFIG})")
+    p.add_argument("--steps", type=int, default=120,
+                   help="train steps of the main run and the baselines (default 120)")
+    p.add_argument("--proxy-steps", type=int, default=80,
+                   help="train steps of the reference and the DRO proxy (default 80)")
+    p.add_argument("--redraw-every", type=int, default=10, metavar="N",
+                   help="Dirichlet redraw period of the DRAW and random runs (default 10)")
+    p.add_argument("--evidence", type=float, default=1.0, metavar="s",
+                   help="posterior evidence s given to α* (default 1, the paper's)")
+    p.add_argument("--nproc", type=int, default=2, help="processes per run (default 2)")
+    p.add_argument("--launcher", choices=["deepspeed", "torchrun"], default="deepspeed",
+                   help="how each training run is launched (default deepspeed)")
+    p.add_argument("--baselines", default=",".join(BASELINES),
+                   help=f"comma-separated subset of {','.join(BASELINES)} "
+                        "(default all; empty for none)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the stages, their status and commands; run nothing")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides for every training run")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    names = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in names if b not in BASELINES]
+    if unknown:
+        raise PipelineError(f"--baselines: unknown {', '.join(unknown)} "
+                            f"(choose from {', '.join(BASELINES)})")
+    args.baseline_list = [b for b in BASELINES if b in names]
+    for item in args.overrides:
+        key, eq, _ = item.partition("=")
+        if not eq:
+            raise PipelineError(f"override {item!r} is not key=value")
+        if key in OWNED_KEYS:
+            raise PipelineError(f"override {item!r}: the pipeline sets {key} per stage "
+                                f"({OWNED_KEYS[key]})")
+    for flag in ("steps", "proxy_steps", "nproc", "redraw_every"):
+        if getattr(args, flag) < 1:
+            raise PipelineError(f"--{flag.replace('_', '-')} must be >= 1")
+    if not os.path.isfile(os.path.join(args.data, "manifest.json")):
+        raise PipelineError(f"--data {args.data}: no manifest.json there (convert the data "
+                            "first, e.g. `make demo_out/data/manifest.json`)")
+    return args
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 — no torch, no GPU
+        return False
+
+
+def launch_prefix(args: argparse.Namespace, cuda: bool | None = None
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The launcher's command prefix and extra environment (``cuda`` None: detect)."""
+    bindir = os.path.dirname(sys.executable)
+    if args.launcher == "torchrun":
+        return ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc_per_node={args.nproc}"], {})
+    ds = os.path.join(bindir, "deepspeed")
+    prefix = [ds] if os.path.exists(ds) else ["deepspeed"]
+    cuda = has_cuda() if cuda is None else cuda
+    env = {} if cuda else {"DS_ACCELERATOR": "cpu"}
+    return prefix + ["--num_gpus", str(args.nproc)], env
+
+
+def model_yaml(preset: str) -> str:
+    return os.path.join(REPO, "configs", "models", f"{preset}.yaml")
+
+
+def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
+    """Every stage with its command and outputs (nothing is run or checked here);
+    ``cuda`` None detects a GPU (for DS_ACCELERATOR=cpu), tests pin it."""
+    out = os.path.abspath(args.out)
+    runs = os.path.join(out, "runs")
+    mix = os.path.join(out, "mixtures")
+    py = sys.executable
+    prefix, env = launch_prefix(args, cuda)  # tests pin cuda
+    config = args.config if os.path.isabs(args.config) else os.path.join(REPO, args.config)
+    data = os.path.abspath(args.data)
+
+    def train(name: str, script: str, preset: str, steps: int, extra: list[str],
+              outputs: tuple[str, ...] = ("model.safetensors",)) -> Stage:
+        run_dir = os.path.join(runs, name)
+        cmd = [*prefix, os.path.join(REPO, "launch", script), "--config", config,
+               *args.overrides, f"run.dir={run_dir}", f"model.preset={preset}",
+               f"data.root={data}", f"train.steps={steps}", *extra]
+        return Stage(name, cmd, "train", [os.path.join(run_dir, o) for o in outputs],
+                     run_dir, steps, env=dict(env))
+
+    ref = os.path.join(runs, "reference", "model.safetensors")
+    alpha_star = os.path.join(runs, "proxy_dro", "alpha_star.json")
+    draw_json, static_json = os.path.join(mix, "draw.json"), os.path.join(mix, "static.json")
+    redraw = f"mixture.redraw_every={args.redraw_every}"
+    stages = [
+        train("reference", "train_reference.py", args.proxy, args.proxy_steps, []),
+        train("proxy_dro", "proxy_dro.py", args.proxy, args.proxy_steps,
+              [f"dro.reference={ref}"],
+              ("model.safetensors", "alpha_star.json", "dro_trajectory.json")),
+        Stage("posterior",
+              [py, os.path.join(REPO, "tools", "draw_posterior.py"), "--alpha-star", alpha_star,
+               "--proxy-config", os.path.join(runs, "proxy_dro", "config.yaml"),
+               "--main-config", model_yaml(args.main), "--evidence", f"{args.evidence:g}",
+               "--data", data, "--out", draw_json, "--static-out", static_json],
+              "tool", [draw_json, static_json], inputs=[alpha_star], evidence=args.evidence),
+        train("draw", "pretrain_main.py", args.main, args.steps,
+              ["mixture.kind=dirichlet", f"mixture.file={draw_json}", redraw]),
+    ]
+    extra = {"natural": ["mixture.kind=natural"], "uniform": ["mixture.kind=uniform"],
+             "random": ["mixture.kind=random", redraw],
+             "doremi": ["mixture.kind=static", f"mixture.file={alpha_star}"],
+             "static": ["mixture.kind=static", f"mixture.file={static_json}"]}
+    for name in args.baseline_list:
+        stages.append(train(name, "pretrain_main.py", args.main, args.steps, extra[name]))
+    main_runs = [os.path.join(runs, n) for n in ["draw", *args.baseline_list]]
+    metrics = [os.path.join(r, "metrics.jsonl") for r in main_runs]
+    stages.append(Stage("compare", [py, os.path.join(REPO, "tools", "compare_runs.py"),
+                                    *main_runs, "--out", out], "tool",
+                        [os.path.join(out, "comparison.md"), os.path.join(out, "comparison.csv")],
+                        inputs=metrics))
+    plots = os.path.join(out, "plots")
+    plot = os.path.join(REPO, "tools", "plot_mixture.py")
+    domains = [SIMPLEX_PLACEHOLDER]  # filled in when the stage runs (needs α*)
+    cmds = [
+        [py, plot, "alpha", "--metrics", os.path.join(runs, "proxy_dro", "metrics.jsonl"),
+         "--kind", "dro", "--out", os.path.join(plots, "alpha_dro.png")],
+        [py, plot, "simplex", "--mixture", draw_json, "--domains", *domains,
+         "--out", os.path.join(plots, "simplex.png")],
+        [py, plot, "losses", *main_runs, "--out", os.path.join(plots, "losses.png")],
+    ]
+    stages.append(Stage("plots", [json.dumps(cmds)], "tool",
+                        [os.path.join(plots, f) for f in ("alpha_dro.png", "simplex.png",
+                                                          "losses.png")],
+                        inputs=[*metrics, draw_json], inputs_alpha_star=alpha_star))
+    return stages
+
+
+def plot_commands(stage: Stage) -> list[list[str]]:
+    return json.loads(stage.cmd[0])
+
+
+def simplex_domains(alpha_star_path: str, k_max: int = 3) -> list[str]:
+    """Three domains for the simplex plot: the two largest α* and the smallest (the
+    domains where the proxy's preference shows most)."""
+    with open(alpha_star_path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    names = list(spec["domains"])
+    weights = spec.get("weights") or spec.get("alpha") or spec.get("concentration")
+    order = sorted(range(len(names)), key=lambda i: -float(weights[i]))
+    if len(order) <= k_max:
+        return [names[i] for i in order]
+    return [names[order[0]], names[order[1]], names[order[-1]]]
+
+
+# --------------------------------------------------------------------------- status
+
+
+def last_train_step(run_dir: str) -> int | None:
+    """1 + the step of the last train record in metrics.jsonl (the steps done), or None."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    last = None
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a truncated last line
+            if rec.get("kind") == "train":
+                step = int(rec["step"]) + 1  # train records carry the 0-based step index
+                last = step if last is None else max(last, step)
+    return last
+
+
+def _mtime(path: str) -> float:
+    return os.path.getmtime(path) if os.path.exists(path) else float("inf")
+
+
+def is_done(stage: Stage) -> bool:
+    if not all(os.path.isfile(p) for p in stage.outputs):
+        return False
+    if stage.kind == "train":
+        return last_train_step(stage.run_dir) == stage.steps
+    if stage.evidence is not None:
+        try:
+            with open(stage.outputs[0], encoding="utf-8") as fh:
+                prov = json.load(fh).get("provenance") or {}
+        except (OSError, json.JSONDecodeError):
+            return False
+        if float(prov.get("evidence", -1)) != stage.evidence:
+            return False
+    newest_input = max((_mtime(p) for p in stage.inputs), default=0.0)
+    return min(os.path.getmtime(p) for p in stage.outputs) >= newest_input
+
+
+def describe(stage: Stage) -> str:
+    env = " ".join(f"{k}={v}" for k, v in stage.env.items())
+    if stage.name == "plots":
+        return "\n    ".join(shlex.join(c) for c in resolved_plot_commands(stage))
+    return (env + " " if env else "") + shlex.join(stage.cmd)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def resolved_plot_commands(stage: Stage) -> list[list[str]]:
+    """The plot commands with the simplex's three domains filled in from α* (left as the
+    placeholder while α* does not exist yet)."""
+    alpha_star = stage.inputs_alpha_star
+    doms = simplex_domains(alpha_star) if alpha_star and os.path.isfile(alpha_star) else None
+    cmds = []
+    for c in plot_commands(stage):
+        i = c.index(SIMPLEX_PLACEHOLDER) if SIMPLEX_PLACEHOLDER in c else None
+        cmds.append(c if i is None or doms is None else c[:i] + doms + c[i + 1:])
+    return cmds
+
+
+def run_stage(stage: Stage, log_path: str, out: str) -> None:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    env = {**os.environ, **stage.env}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmds = resolved_plot_commands(stage) if stage.name == "plots" else [stage.cmd]
+    with open(log_path, "a", encoding="utf-8") as log:
+        for cmd in cmds:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+            log.flush()
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            if rc != 0:
+                raise PipelineError(f"stage {stage.name} failed (exit status {rc}); "
+                                    f"see its log {log_path}")
+    if stage.kind == "train" and not is_done(stage):
+        raise PipelineError(f"stage {stage.name} ended without its outputs "
+                            f"({', '.join(stage.outputs)}) at step {stage.steps}; "
+                            f"see its log {log_path}")
+
+
+def load_timings(out: str) -> dict:
+    try:
+        with open(os.path.join(out, "timings.json"), encoding="utf-8") as fh:
+            return {r["stage"]: r for r in json.load(fh)["stages"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def timing_table(rows: list[dict], total: float) -> list[str]:
+    lines = ["| stage | status | wall time (s) | steps |", "|---|---|---:|---:|"]
+    for r in rows:
+        secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        lines.append(f"| {r['stage']} | {r['status']} | {secs} | {r.get('steps') or ''} |")
+    lines.append(f"| **total (this invocation)** | | {total:.1f} | |")
+    return lines
+
+
+def write_timings(out: str, rows: list[dict], total: float, args: argparse.Namespace) -> None:
+    payload = {"stages": rows, "total_seconds": total, "proxy": args.proxy, "main": args.main,
+               "steps": args.steps, "proxy_steps": args.proxy_steps, "nproc": args.nproc,
+               "launcher": args.launcher, "evidence": args.evidence,
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(os.path.join(out, "timings.json"), "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
+    header = (f"# Pipeline wall time, stage by stage\n\nproxy {args.proxy} ({args.proxy_steps} "
+              f"steps), main {args.main} ({args.steps} steps), {args.nproc} processes "
+              f"({args.launcher}). A skipped stage shows its time from the run that made it.\n\n")
+    with open(os.path.join(out, "timings.md"), "w", encoding="utf-8") as fh:
+        fh.write(header + "\n".join(timing_table(rows, total)) + "\n")
+
+
+def execute(args: argparse.Namespace, stages: list[Stage]) -> int:
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(out, "mixtures"), exist_ok=True)
+    previous = load_timings(out)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    error = None
+    for stage in stages:
+        log_path = os.path.join(out, "logs", f"{stage.name}.log")
+        if is_done(stage):
+            old = previous.get(stage.name, {})
+            rows.append({"stage": stage.name, "status": "skipped (done)",
+                         "seconds": old.get("seconds"), "steps": stage.steps})
+            print(f"[pipeline] {stage.name}: done, skipped", flush=True)
+            continue
+        print(f"[pipeline] {stage.name}: running (log {log_path})", flush=True)
+        t0 = time.perf_counter()
+        try:
+            run_stage(stage, log_path, out)
+        except PipelineError as exc:
+            rows.append({"stage": stage.name, "status": "FAILED",
+                         "seconds": time.perf_counter() - t0, "steps": stage.steps})
+            error = exc
+            break
+        secs = time.perf_counter() - t0
+        rows.append({"stage": stage.name, "status": "ran", "seconds": secs,
+                     "steps": stage.steps})
+        print(f"[pipeline] {stage.name}: {secs:.1f} s", flush=True)
+    total = time.perf_counter() - start
+    write_timings(out, rows, total, args)
+    if not error:
+        md = os.path.join(out, "comparison.md")
+        if os.path.isfile(md):
+            print("\n" + open(md, encoding="utf-8").read().rstrip())
+    print("\n" + "\n".join(timing_table(rows, total)))
+    print(f"\n[pipeline] wrote {os.path.join(out, 'timings.md')}")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        stages = plan(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.plan:
+        for s in stages:
+            print(f"[{'done' if is_done(s) else 'todo'}] {s.name}\n    {describe(s)}")
+        return 0
+    return execute(args, stages)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
