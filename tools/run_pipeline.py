@@ -343,6 +343,8 @@ def timing_table(rows: list[dict], total: float) -> list[str]:
     for r in rows:
         secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(f"| {r['stage']} | {r['status']} | {secs} | {r.get('steps') or ''} |")
+    known = [r["seconds"] for r in rows if r["seconds"] is not None]
+    lines.append(f"| **sum of the stages** (skipped ones from their run) | | {sum(known):.1f} | |")
     lines.append(f"| **total (this invocation)** | | {total:.1f} | |")
     return lines
 
@@ -390,6 +392,10 @@ def execute(args: argparse.Namespace, stages: list[Stage]) -> int:
         rows.append({"stage": stage.name, "status": "ran", "seconds": secs,
                      "steps": stage.steps})
         print(f"[pipeline] {stage.name}: {secs:.1f} s", flush=True)
+        # after every stage, so an interrupted pipeline keeps the times of its finished ones
+        write_timings(out, rows + [previous[s.name] for s in stages[len(rows):]
+                                   if s.name in previous],
+                      time.perf_counter() - start, args)
     total = time.perf_counter() - start
     write_timings(out, rows, total, args)
     if not error:
