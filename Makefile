@@ -30,18 +30,17 @@ $(DEMO)/data/manifest.json: $(DEMO)/tokenizer/sp.model
 	$(BIN)/python tools/convert_pile.py $(DEMO)/corpus --tokenizer $(DEMO)/tokenizer/sp.model \
 		--seq-len 256 --workers $(WORKERS) --out $(DEMO)/data --overwrite
 
-DEMO_RUN := runs/demo_cpu
+PIPELINE := $(DEMO)/pipeline
 
-# A new data root or config starts the run afresh; otherwise a rerun resumes (or just exports).
-$(DEMO_RUN)/model.safetensors: $(DEMO)/data/manifest.json configs/experiments/demo_cpu.yaml
-	rm -rf $(DEMO_RUN)
-	DS_ACCELERATOR=cpu $(BIN)/deepspeed --num_gpus 2 launch/pretrain_main.py \
-		--config configs/experiments/demo_cpu.yaml run.dir=$(DEMO_RUN)
-
+# The DRAW pipeline with tiny models on CPU (tools/run_pipeline.py): reference -> proxy DRO ->
+# posterior -> DRAW main run -> baselines -> comparison -> plots. Finished stages are skipped
+# on a rerun; new data starts it afresh.
 demo: $(DEMO)/data/manifest.json
 	$(BIN)/python tools/data_summary.py --data $(DEMO)/data --mixture dirichlet --steps 40
-	$(MAKE) $(DEMO_RUN)/model.safetensors
-	$(BIN)/python tools/compare_runs.py $(DEMO_RUN) --out $(DEMO_RUN)
+	@if [ -d $(PIPELINE) ] && [ $(DEMO)/data/manifest.json -nt $(PIPELINE) ]; then \
+		echo "the demo data changed: restarting the pipeline"; rm -rf $(PIPELINE); fi
+	$(BIN)/python tools/run_pipeline.py --data $(DEMO)/data --proxy tiny-64 --main tiny-128 \
+		--out $(PIPELINE)
 
 demo-clean:
-	rm -rf $(DEMO) $(DEMO_RUN)
+	rm -rf $(DEMO)
