@@ -60,3 +60,28 @@ def run_distributed(fn, world_size: int = 2, *args, timeout: float = 120.0) -> l
             if p.is_alive():
                 p.kill()
     return [results[r] for r in range(world_size)]
+
+
+class Killed(Exception):
+    """Raised inside a run to stand for the process being killed."""
+
+
+def fit_until_killed(trainer, kill_at: int | None = None) -> None:
+    """``trainer.fit()``, "killed" before step ``kill_at`` if given; closes the trainer and
+    waits for every rank, so a restarted run sees all checkpoints and metrics."""
+    if kill_at is not None:
+        step_fn = trainer.train_step
+
+        def dying_step():
+            if trainer.state.step == kill_at:
+                raise Killed
+            return step_fn()
+
+        trainer.train_step = dying_step
+    try:
+        trainer.fit()
+    except Killed:
+        pass
+    finally:
+        trainer.close()
+    dist.barrier()

@@ -18,7 +18,7 @@ import torch
 
 from draw_megatron.config.run import RunConfig
 from draw_megatron.passes import StepPass
-from tests.distributed.harness import run_distributed
+from tests.distributed.harness import fit_until_killed, run_distributed
 from tests.unit.data.synthetic import make_synthetic_root
 
 VOCAB = 384
@@ -27,10 +27,6 @@ RANDOM_DOMAINS = (0, 1, 2)
 HARD = 3
 STEPS = 8
 GRAD_STAGES = (0, 1, 2, 3)  # ZeRO stages of the gradient check
-
-
-class Killed(Exception):
-    pass
 
 
 class MicroCounter(StepPass):
@@ -85,27 +81,6 @@ def _build(cfg: RunConfig, dro: bool, passes=()):
     return Trainer(cfg, init_distributed(), ParallelTopology.from_dist(cfg.parallel.tp), passes)
 
 
-def _fit(trainer, kill_at: int | None = None) -> None:
-    import torch.distributed as dist
-
-    if kill_at is not None:
-        step_fn = trainer.train_step
-
-        def dying_step():
-            if trainer.state.step == kill_at:
-                raise Killed
-            return step_fn()
-
-        trainer.train_step = dying_step
-    try:
-        trainer.fit()
-    except Killed:
-        pass
-    finally:
-        trainer.close()
-    dist.barrier()
-
-
 def _records(cfg: RunConfig, kind: str) -> list[dict]:
     from draw_megatron.train.metrics import read_metrics
 
@@ -157,33 +132,33 @@ def _dro_result(trainer, cfg: RunConfig) -> dict:
 
 def _world2(rank, world, root, out):
     ref_cfg = _cfg(root, f"{out}/reference", steps=24)
-    _fit(_build(ref_cfg, dro=False))
+    fit_until_killed(_build(ref_cfg, dro=False))
     reference = f"{out}/reference/model.safetensors"
     res = {"reference_loss": _losses(ref_cfg)}
     # A pass that does not own the loss leaves the step's maths alone.
     observed = _cfg(root, f"{out}/observed", steps=24)
-    _fit(_build(observed, dro=False, passes=[MicroCounter()]), kill_at=3)
+    fit_until_killed(_build(observed, dro=False, passes=[MicroCounter()]), kill_at=3)
     res["observed_loss"], res["observed_records"] = _losses(observed), _records(observed, "counter")
     for stage in GRAD_STAGES:  # one DRO step, gradients captured before the optimizer step
         cfg = _cfg(root, f"{out}/grad_zero{stage}", reference=reference, stage=stage, steps=1)
         trainer = _build(cfg, dro=True)
         grads = _capture_accumulated_grads(trainer)
-        _fit(trainer)
+        fit_until_killed(trainer)
         res[f"grad_zero{stage}"] = {"grads": grads,
                                     "alpha_init": trainer.passes[0].state.alpha_init}
     cfg = _cfg(root, f"{out}/dp2", reference=reference)
     trainer = _build(cfg, dro=True)
-    _fit(trainer)
+    fit_until_killed(trainer)
     res["dp2"] = _dro_result(trainer, cfg)
     # Killed after the step-4 checkpoint, restarted with the same command.
     cfg = _cfg(root, f"{out}/resumed", reference=reference)
-    _fit(_build(cfg, dro=True), kill_at=6)
+    fit_until_killed(_build(cfg, dro=True), kill_at=6)
     trainer = _build(cfg, dro=True)
-    _fit(trainer)
+    fit_until_killed(trainer)
     res["resumed"] = _dro_result(trainer, cfg)
     cfg = _cfg(root, f"{out}/tp2", reference=reference, tp=2)
     trainer = _build(cfg, dro=True)
-    _fit(trainer)
+    fit_until_killed(trainer)
     res["tp2"] = _dro_result(trainer, cfg)
     return res
 

@@ -12,15 +12,11 @@ import os
 import pytest
 
 from draw_megatron.config.run import RunConfig
-from tests.distributed.harness import run_distributed
+from tests.distributed.harness import fit_until_killed, run_distributed
 from tests.unit.data.synthetic import make_synthetic_root
 
 STEPS = 20
 VOCAB = 384
-
-
-class Killed(Exception):
-    pass
 
 
 def _cfg(root: str, run_dir: str, **over) -> RunConfig:
@@ -50,24 +46,7 @@ def _train(cfg: RunConfig, kill_at: int | None = None) -> dict:
     from draw_megatron.train.trainer import Trainer
 
     trainer = Trainer(cfg, init_distributed(), ParallelTopology.from_dist(cfg.parallel.tp))
-    if kill_at is not None:
-        step_fn = trainer.train_step
-
-        def dying_step():
-            if trainer.state.step == kill_at:
-                raise Killed
-            return step_fn()
-
-        trainer.train_step = dying_step
-    try:
-        trainer.fit()
-    except Killed:
-        pass
-    finally:
-        trainer.close()
-    import torch.distributed as dist
-
-    dist.barrier()
+    fit_until_killed(trainer, kill_at)
     path = os.path.join(cfg.run.dir, "metrics.jsonl")
     train = read_metrics(path, "train")
     return {"loss": [r["loss"] for r in train], "grad_norm": [r["grad_norm"] for r in train],
