@@ -13,41 +13,68 @@ median step times are compared. Target (issue 3): ratio ≤ 1.01.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+def bench_args(description: str, default_config: str, steps_per_round: int, argv=None):
+    """The arguments every interleaved step benchmark takes."""
+    p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/experiments/smoke_cpu.yaml")
+    p.add_argument("--config", default=default_config)
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--steps-per-round", type=int, default=10)
+    p.add_argument("--steps-per-round", type=int, default=steps_per_round)
     p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    import numpy as np
 
+def bench_trainer(args, overrides=(), make_passes=lambda cfg: ()):
+    """A trainer in a scratch run dir with room for the warm-up and 2 × rounds rounds."""
     from draw_megatron.config.run import load_run_config
     from draw_megatron.engine.deepspeed_engine import init_distributed
-    from draw_megatron.mixture.schedule import StaticSchedule
-    from draw_megatron.data.schedules import build_schedule
     from draw_megatron.parallel import ParallelTopology
     from draw_megatron.train.metrics import MetricsLog
     from draw_megatron.train.trainer import Trainer
 
-    run_dir = tempfile.mkdtemp(prefix="bench_step_")
-    total = args.rounds * 2 * args.steps_per_round + args.steps_per_round
-    cfg = load_run_config(args.config, [*args.overrides, f"run.dir={run_dir}",
+    run_dir = tempfile.mkdtemp(prefix="bench_")
+    total = (2 * args.rounds + 1) * args.steps_per_round
+    cfg = load_run_config(args.config, [*args.overrides, *overrides, f"run.dir={run_dir}",
                                         f"train.steps={total}", "log.tensorboard=false"])
     env = init_distributed()
     cfg.validate_layout(env.world_size)
-    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
+    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp), make_passes(cfg))
     trainer.metrics = MetricsLog(run_dir, env.rank == 0)
+    return trainer
+
+
+def round_median(trainer, steps: int) -> float:
+    """Median wall time of ``steps`` training steps."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        trainer.train_step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def paired_ratio(base: list[float], other: list[float]) -> float:
+    """Median over rounds of other/base, each round against the base round just before it."""
+    return statistics.median(b / a for a, b in zip(base, other))
+
+
+def main(argv=None) -> int:
+    args = bench_args(__doc__, "configs/experiments/smoke_cpu.yaml", 10, argv)
+
+    import numpy as np
+
+    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.schedule import StaticSchedule
+
+    trainer = bench_trainer(args)
+    cfg, env = trainer.cfg, trainer.env
     k = trainer.manifest.num_domains
     static = StaticSchedule(trainer.manifest.natural_weights(cfg.data.split))
     dirichlet = build_schedule("random", trainer.manifest, width=cfg.model.d_model,
@@ -55,12 +82,7 @@ def main(argv=None) -> int:
 
     def round_time(schedule) -> float:
         trainer.loader.schedule = schedule
-        times = []
-        for _ in range(args.steps_per_round):
-            t0 = time.perf_counter()
-            trainer.train_step()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return round_median(trainer, args.steps_per_round)
 
     round_time(static)  # warm-up
     results: dict[str, list[float]] = {"static": [], "dirichlet": []}
@@ -70,8 +92,7 @@ def main(argv=None) -> int:
     trainer.close()
     if env.rank == 0:
         s, d = (statistics.median(results[n]) for n in ("static", "dirichlet"))
-        # Paired: each Dirichlet round against the static round just before it.
-        ratio = statistics.median(b / a for a, b in zip(results["static"], results["dirichlet"]))
+        ratio = paired_ratio(results["static"], results["dirichlet"])
         print(f"model {cfg.model.preset or 'custom'} d_model {cfg.model.d_model}, {k} domains, "
               f"global batch {cfg.train.global_batch} x {cfg.model.seq_len} tokens, "
               f"{env.world_size} rank(s), {'GPU' if env.on_gpu else 'CPU'}; "
