@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     (dro,) = trainer.passes
 
     def round_time(with_dro: bool) -> float:
-        trainer.passes, trainer._loss_owner = ((dro,), dro) if with_dro else ((), None)
+        trainer.set_passes([dro] if with_dro else [])
         return round_median(trainer, args.steps_per_round)
 
     round_time(True)  # warm-up

@@ -54,8 +54,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, env: DistEnv, topology: ParallelTopology,
                  passes: Sequence[StepPass] = ()):
         self.cfg, self.env, self.topology = cfg, env, topology
-        self.passes = tuple(passes)
-        self._loss_owner = check_passes(self.passes)
+        self.set_passes(passes)
         self.is_writer = env.rank == 0
         self.manifest = Manifest.load(cfg.data.root)
         check_config_against_data(cfg, self.manifest)
@@ -81,6 +80,11 @@ class Trainer:
         self.flops_per_token = flops_per_token(model_cfg)
         for step_pass in self.passes:
             step_pass.setup(self)
+
+    def set_passes(self, passes: Sequence[StepPass]) -> None:
+        """The step passes from the next step on (benchmarks detach and reattach them)."""
+        self.passes = tuple(passes)
+        self._loss_owner = check_passes(self.passes)
 
     # ------------------------------------------------------------------ set-up / resume
 
