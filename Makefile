@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_out
 WORKERS ?= 2
 
-.PHONY: venv test demo demo-clean
+.PHONY: venv test demo demo-clean gpu-wheels
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,3 +44,14 @@ demo: $(DEMO)/data/manifest.json
 
 demo-clean:
 	rm -rf $(DEMO)
+
+# Wheels for the lent GPU machine (no internet; its image lacks DeepSpeed and the MDS
+# library): .whl/ travels with run(command="bash tools/gpu_check.sh", carry=[".whl"]).
+GPU_WHEELS := hjson==3.1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+	typing-inspection==0.4.5 streaming-community==0.14.2 zstandard==0.25.0 brotli==1.2.1 \
+	catalogue==2.0.10 python-snappy==0.7.3 cramjam==2.14.0 zstd==1.5.6.1
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	$(BIN)/python -m pip wheel -q --no-deps deepspeed==0.19.8 -w .whl

@@ -1,20 +1,88 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 3 in one device call (the lent machine's image has torch, Triton,
-# pyyaml, safetensors; no DeepSpeed or MDS library, so this times the plain model step):
-#   run(command="bash tools/gpu_check.sh", timeout_s=540)
-# Figures go to stdout and to $OUT/gpu_check.txt; record them in BENCHMARKS.md.
+# The GPU checks of issues 3 and 4 in one device call. The lent machine's image has torch,
+# Triton, sentencepiece, safetensors, pyyaml; DeepSpeed and the MDS library (and their
+# needs) travel as wheels in .whl/ (ENVIRONMENT.md; `make gpu-wheels` fetches them):
+#   run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=480)
+# Each step has its own time limit, so a hang costs one step, not the call. Figures go to
+# stdout and to $OUT/gpu_check.txt; record them in BENCHMARKS.md.
+#   GPU_CHECK_SMOKE=1 bash tools/gpu_check.sh   # the same steps on CPU with tiny models
 set -uo pipefail
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-log="${OUT:-/tmp}/gpu_check.txt"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+OUT="${OUT:-/tmp/gpu_check_out}"
+mkdir -p "$OUT"
+work=/tmp/gpu_check
+rm -rf "$work" && mkdir -p "$work"
+
+if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then   # CPU: checks the script itself, not the figures
+  export DS_ACCELERATOR=cpu OMP_NUM_THREADS=1
+  small=tiny-64; small_mb=4; big=tiny-128; big_mb=2; steps=8; plain_steps=3; seq=256
+else
+  small=150M; small_mb=16; big=1B; big_mb=8; steps=40; plain_steps=20; seq=1024
+fi
+if [ -d .whl ] && ! python3 -c "import deepspeed, streaming" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="$PWD:/tmp/site" PATH="/tmp/site/bin:$PATH"
+fi
+
+step() {  # step SECONDS NAME COMMAND...: run with a limit, say how it ended
+  local limit=$1 name=$2; shift 2
+  echo "=== $name ($(date -u +%T))"
+  timeout "$limit" "$@"
+  local rc=$?
+  [ $rc = 0 ] || echo "=== $name FAILED rc=$rc"
+}
+
+train() {  # train PRESET MICRO_BATCH: the real launcher on one device, then its throughput
+  step 200 "pretrain_main $1 bf16 ZeRO-1 seq $seq" \
+    python3 -m torch.distributed.run --standalone --nproc_per_node 1 launch/pretrain_main.py \
+      --config configs/experiments/gpu_bench.yaml "data.root=$work/data" "run.dir=$work/runs/$1" \
+      "model.preset=$1" "model.seq_len=$seq" "train.micro_batch=$2" "train.global_batch=$2" \
+      "train.steps=$steps"
+  step 30 "throughput $1" python3 tools/run_throughput.py "$work/runs/$1" --skip 5
+}
+
 {
   date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  python3 -c "import torch, triton, deepspeed; print('torch', torch.__version__, 'triton', \
+triton.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.version.cuda)"
   python3 -c "import flash_attn; print('flash_attn', flash_attn.__version__)" 2>/dev/null \
-    || echo "flash_attn: not installed (SDPA only)"
-  for spec in "150M 16" "1B 8"; do
+    || echo "flash_attn: not installed (attention auto = SDPA)"
+  step 60 "bf16 8192^3 matmul" python3 - <<'EOF'
+import time, torch
+if torch.cuda.is_available():
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
+    for _ in range(3): a @ b
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(20): a @ b
+    torch.cuda.synchronize(); s = (time.perf_counter() - t) / 20
+    print(f"bf16 8192^3 matmul: {2 * 8192**3 / s / 1e12:.0f} TFLOP/s")
+else:
+    print("no CUDA: matmul peak not measured")
+EOF
+  step 60 "synthetic data (4 domains, seq $seq, vocab 32000)" python3 -c "
+from tests.unit.data.synthetic import make_synthetic_root
+make_synthetic_root('$work/data', [400] * 4, seq_len=$seq, vocab_size=32000,
+                    splits=('train', 'val'), random_domains=(0, 1, 2, 3))"
+  train "$small" "$small_mb"
+  for spec in "$small $small_mb" "$big $big_mb"; do
     set -- $spec
-    python3 tools/bench_gpu_step.py --preset "$1" --micro-batch "$2" --attention sdpa --steps 20
+    step 90 "plain model step $1 (no DeepSpeed)" python3 tools/bench_gpu_step.py --preset "$1" \
+      --micro-batch "$2" --seq-len "$seq" --attention auto --steps "$plain_steps"
   done
-  python3 -m pytest -q -p no:cacheprovider tests/unit/model 2>&1 | tail -3
-} 2>&1 | tee "$log"
+  step 150 "DRO step vs plain step, proxy $small, reference = the $small run's export" \
+    python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_dro_step.py \
+      --config configs/experiments/gpu_bench.yaml --rounds 4 --steps-per-round 6 \
+      "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
+      "train.micro_batch=$small_mb" "train.global_batch=$small_mb" \
+      "dro.reference=$work/runs/$small/model.safetensors"
+  step 150 "Dirichlet redraw every step vs static mixture, $small" \
+    python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_step.py \
+      --config configs/experiments/gpu_bench.yaml --rounds 4 --steps-per-round 6 \
+      "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
+      "train.micro_batch=$small_mb" "train.global_batch=$small_mb"
+  train "$big" "$big_mb"
+  step 120 "model tests on this device" python3 -m pytest -q -p no:cacheprovider -x \
+    tests/unit/model
+} 2>&1 | tee "$OUT/gpu_check.txt"

@@ -122,8 +122,10 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, topology: ParallelTopol
         for owner, param in getattr(model, "external_parameters", list)():
             deepspeed.zero.register_external_parameter(owner, param)
     t = cfg.train
+    # Fused (one kernel for all tensors) where the optimizer state lives on the GPU.
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr,
-                                  betas=tuple(t.betas), eps=1e-8)
+                                  betas=tuple(t.betas), eps=1e-8,
+                                  fused=on_gpu and not cfg.zero.offload)
     warm = warmup_steps(t.steps, t.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, lr=t.lr, min_lr=t.min_lr, total_steps=t.steps,

@@ -59,9 +59,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             dist.all_reduce(sums, group=group)
         sum_exp, z_label = sums[0], sums[1]
 
-        softmax = exp_z.div_(sum_exp.unsqueeze(-1))
-        ctx.save_for_backward(softmax, local_label, in_shard)
-        ctx.logits_dtype = logits_local.dtype
+        if ctx.needs_input_grad[0]:  # a frozen model (DRO reference, evaluation) skips this pass
+            softmax = exp_z.div_(sum_exp.unsqueeze(-1))
+            ctx.save_for_backward(softmax, local_label, in_shard)
+            ctx.logits_dtype = logits_local.dtype
         return torch.log(sum_exp) - z_label
 
     @staticmethod

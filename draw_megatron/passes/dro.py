@@ -4,7 +4,7 @@ Each step t, on stratified global batches of G sequences (every domain present):
 
 - the frozen reference model (same architecture, trained on the natural weights, loaded from
   its run's consolidated file into this run's TP layout; eval mode, no grads, no optimizer,
-  not wrapped by DeepSpeed) scores each micro-batch under ``no_grad``;
+  not wrapped by DeepSpeed) scores each micro-batch under ``inference_mode``;
 - per-token excess max(ℓ_θ − ℓ_ref, 0) is summed per domain, with token counts, over all
   micro-batches and all-reduced over DP: λ_i = sum_i / count_i over the whole global batch;
 - the proxy minimises Σ_i α_{t−1,i} L_i, L_i its token-mean loss on domain i's N_i tokens of
@@ -127,7 +127,7 @@ class DROPass(StepPass):
     # ------------------------------------------------------------------ the step
 
     def micro_loss(self, loss_BT: torch.Tensor, micro: Batch) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.inference_mode():
             ref_BT = self.reference(micro.tokens, micro.labels)
         self.excess.add((loss_BT.detach() - ref_BT.to(loss_BT.dtype)).clamp_min(0),
                         micro.domain_ids)

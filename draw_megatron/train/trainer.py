@@ -144,8 +144,9 @@ class Trainer:
                 self.metrics.write(record)
                 step = self.state.step
                 if is_due(step, cfg.log.every, cfg.train.steps):
-                    log.info("step %d loss %.4f lr %.3g %.0f tokens/s", record["step"],
-                             record["loss"], record["lr"], record["tokens_per_s"])
+                    log.info("step %d loss %.4f lr %.3g %.0f tokens/s%s", record["step"],
+                             record["loss"], record["lr"], record["tokens_per_s"],
+                             "" if record["mfu"] is None else f" MFU {record['mfu']:.3f}")
                 if is_due(step, cfg.eval.every, cfg.train.steps):
                     self.evaluate()
                 if is_due(step, cfg.checkpoint.every, cfg.train.steps):
