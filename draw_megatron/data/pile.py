@@ -97,6 +97,26 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
     return files
 
 
+def pile_layout(root: str) -> dict[str, list[str]]:
+    """Files per split of The Pile's own layout: train/*.jsonl[.zst], val.jsonl[.zst],
+    test.jsonl[.zst] (FileNotFoundError naming ``root`` when it has none of them)."""
+    splits: dict[str, list[str]] = {}
+    train = sorted(glob.glob(os.path.join(root, "train", "*.jsonl.zst"))
+                   + glob.glob(os.path.join(root, "train", "*.jsonl")))
+    if train:
+        splits["train"] = train
+    for split in ("val", "test"):
+        found = [p for p in (os.path.join(root, f"{split}.jsonl.zst"),
+                             os.path.join(root, f"{split}.jsonl")) if os.path.isfile(p)]
+        if found:
+            splits[split] = found[:1]
+    if not splits:
+        raise FileNotFoundError(f"{root} has none of The Pile's files (train/*.jsonl.zst, "
+                                "val.jsonl.zst, test.jsonl.zst); name files with "
+                                "--split NAME=PATH")
+    return splits
+
+
 def _iter_zst_blocks(fh) -> Iterator[bytes]:
     """Decompressed blocks of a (multi-frame) zstd file; a truncated last frame is logged.
 
@@ -158,8 +178,12 @@ def iter_raw_lines(path: str, log: BadInputLog) -> Iterator[tuple[int, bytes]]:
         yield lineno + 1, carry
 
 
-def parse_line(raw: bytes, where: object, log: BadInputLog) -> tuple[str, str] | None:
-    """(domain display name, text) of one Pile line, or None after logging why it is bad."""
+def parse_line(raw: bytes, where: object, log: BadInputLog,
+               default_domain: str | None = None) -> tuple[str, str] | None:
+    """(domain display name, text) of one Pile line, or None after logging why it is bad.
+
+    ``default_domain``: the domain of a line without ``meta.pile_set_name`` (None: such a
+    line is bad)."""
     if not raw.strip():
         return None  # blank lines (e.g. a trailing newline) are not documents
     try:
@@ -184,6 +208,8 @@ def parse_line(raw: bytes, where: object, log: BadInputLog) -> tuple[str, str] |
         return None
     meta = obj.get("meta")
     domain = meta.get("pile_set_name") if isinstance(meta, dict) else None
+    if (not isinstance(domain, str) or not domain) and default_domain is not None:
+        domain = default_domain
     if not isinstance(domain, str) or not domain:
         log.add("missing_pile_set_name", where)
         return None

@@ -58,18 +58,41 @@ class MixtureSpec:
 
     def reorder(self, names: Sequence[str], where: str = "mixture") -> MixtureSpec:
         """The same mixture in the order of ``names``; an error names any mismatch."""
-        missing = [n for n in names if n not in self.domains]
-        extra = [n for n in self.domains if n not in set(names)]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing domain(s) {missing}")
-            if extra:
-                parts.append(f"unknown domain(s) {extra}")
-            raise MixtureFileError(f"{where} does not match the data: " + "; ".join(parts))
-        index = [self.domains.index(n) for n in names]
+        index = match_domains(self.domains, names, where)
         stats = {k: [v[i] for i in index] for k, v in self.stats.items()}
         return MixtureSpec(self.kind, list(names), self.values[index], stats, self.provenance)
+
+
+MAX_NAMES_SHOWN = 5
+
+
+def match_domains(file_names: Sequence[str], data_names: Sequence[str],
+                  where: str = "mixture") -> list[int]:
+    """Position in ``file_names`` of each of ``data_names``, in data order.
+
+    The two sets of names must be equal; otherwise MixtureFileError says how many each side
+    has and names the first few missing and unknown ones. Shared by mixture and basis files.
+    """
+    file_set, data_set = set(file_names), set(data_names)
+    missing = [n for n in data_names if n not in file_set]
+    extra = [n for n in file_names if n not in data_set]
+    if missing or extra:
+        parts = []
+        if len(file_names) != len(data_names):
+            parts.append(f"it has k={len(file_names)} domains but the data has {len(data_names)}")
+        if missing:
+            parts.append(f"missing domain(s) {_first_names(missing)}")
+        if extra:
+            parts.append(f"unknown domain(s) {_first_names(extra)}")
+        raise MixtureFileError(f"{where} does not match the data: " + "; ".join(parts))
+    position = {n: i for i, n in enumerate(file_names)}
+    return [position[n] for n in data_names]
+
+
+def _first_names(names: list[str]) -> str:
+    shown = repr(names[:MAX_NAMES_SHOWN])
+    more = len(names) - MAX_NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def check_values(kind: str, values: np.ndarray, domains: Sequence[str]) -> None:
@@ -86,33 +109,47 @@ def check_values(kind: str, values: np.ndarray, domains: Sequence[str]) -> None:
                                f"{SIMPLEX_TOL}): they are not on the simplex")
 
 
-def load_mixture(path: str, domain_names: Sequence[str] | None = None) -> MixtureSpec:
-    """Read and validate a mixture file, reordered to ``domain_names`` when given."""
+def read_json_file(path: str, what: str, file_format: str, required: Sequence[str]) -> dict:
+    """The JSON object in ``path``, with its format string and required keys checked."""
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except FileNotFoundError:
-        raise MixtureFileError(f"mixture file {path!r} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MixtureFileError(f"cannot read mixture file {path!r}: {exc}") from exc
+        raise MixtureFileError(f"{what} {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MixtureFileError(f"cannot read {what} {path!r}: {exc}") from exc
     if not isinstance(raw, dict):
         raise MixtureFileError(f"{path}: top level must be a JSON object")
-    for key in ("format", "domains", "kind"):
+    for key in required:
         if key not in raw:
             raise MixtureFileError(f"{path}: missing required key {key!r}")
-    if raw["format"] != MIXTURE_FORMAT:
-        raise MixtureFileError(f"{path}: format is {raw['format']!r}, expected {MIXTURE_FORMAT!r}")
+    if raw["format"] != file_format:
+        raise MixtureFileError(f"{path}: format is {raw['format']!r}, expected {file_format!r}")
+    return raw
+
+
+def check_names(names: object, where: str) -> list[str]:
+    """``names`` as a list of distinct strings, or MixtureFileError naming the first repeat."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise MixtureFileError(f"{where} must be a list of names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise MixtureFileError(f"{where}: duplicate name {name!r}")
+        seen.add(name)
+    return names
+
+
+def load_mixture(path: str, domain_names: Sequence[str] | None = None) -> MixtureSpec:
+    """Read and validate a mixture file, reordered to ``domain_names`` when given."""
+    raw = read_json_file(path, "mixture file", MIXTURE_FORMAT, ("format", "domains", "kind"))
     kind = raw["kind"]
     if kind not in _VALUE_KEY:
         raise MixtureFileError(f"{path}: kind must be 'static' or 'dirichlet', got {kind!r}")
     key = _VALUE_KEY[kind]
     if key not in raw:
         raise MixtureFileError(f"{path}: kind {kind!r} needs key {key!r}")
-    domains = raw["domains"]
-    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-        raise MixtureFileError(f"{path}: 'domains' must be a list of names")
-    if len(set(domains)) != len(domains):
-        raise MixtureFileError(f"{path}: duplicate domain names")
+    domains = check_names(raw["domains"], f"{path}: 'domains'")
     try:
         values = np.asarray(raw[key], dtype=np.float64)
     except (TypeError, ValueError):

@@ -177,6 +177,31 @@ def test_domain_allow_list_epochs_and_slugs(demo_tokenizer_path, tmp_path):
                        ConvertConfig(seq_len=8, domains=["Wikipedia"]))
 
 
+def test_single_domain_merges_every_document_in_input_order(demo_tokenizer_path, tmp_path):
+    src = tmp_path / "a.jsonl"
+    texts = [f"doc {i} " * 5 for i in range(6)]
+    src.write_bytes(_line(texts[0], "Wikipedia (en)") + _line(texts[1], "Github")
+                    + b"".join(json.dumps({"text": t}).encode() + b"\n" for t in texts[2:])
+                    + b'{"meta": {}}\n')  # still bad: no text
+    out = str(tmp_path / "o")
+    for workers in (1, 2):
+        cfg = ConvertConfig(seq_len=8, workers=workers, single_domain="target")
+        manifest = convert_corpus({"s": [str(src)]}, demo_tokenizer_path, out, cfg,
+                                  overwrite=True)
+        assert [d["name"] for d in manifest["domains"]] == ["target"]
+        assert manifest["domains"][0]["splits"]["s"]["documents"] == len(texts)
+        assert manifest["bad_input"]["s"]["missing_text"]["count"] == 1
+    tok = Tokenizer(demo_tokenizer_path)
+    stream = np.concatenate([tok.encode(t) + [tok.eos_id] for t in texts])
+    data = DomainData(Manifest.load(out), "s")
+    try:
+        assert np.array_equal(data.read(np.array([0]))[0], stream[:9])
+    finally:
+        data.close()
+    with pytest.raises(ValueError, match="single_domain"):
+        ConvertConfig(single_domain="target", domains=["Github"])
+
+
 def test_cli_on_the_pile_layout(demo_corpus_dir, demo_tokenizer_path, tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, os.path.join(REPO, "tools", "convert_pile.py"), demo_corpus_dir,
