@@ -12,8 +12,10 @@ Stages, each a subprocess of the project's own launchers and tools, run in order
   draw       launch/pretrain_main.py, the main preset, mixture.kind=dirichlet (draw.json)
   natural, uniform, random, doremi (static α*), static (E[α] under Dir(β2))
              the baselines, the main preset (--baselines picks them)
-  compare    tools/compare_runs.py over draw + baselines → OUT/comparison.md / .csv
-  plots      tools/plot_mixture.py → OUT/plots/{alpha_dro,simplex,losses}.png
+  dga        with --dga-specific SPEC: launch/dga_align.py, the main preset, online gradient
+             alignment toward SPEC (dga.specific, e.g. "test:Python Docs"; SPEC.md §3)
+  compare    tools/compare_runs.py over draw + baselines (+ dga) → OUT/comparison.md / .csv
+  plots      tools/plot_mixture.py → OUT/plots/{alpha_dro,simplex,losses}.png (+ alpha_dga.png)
 
 Training runs live in OUT/runs/<stage> (run.dir), every stage's stdout+stderr in
 OUT/logs/<stage>.log. Every training run gets the base --config, then the key=value
@@ -53,7 +55,8 @@ TRAIN_STAGES = ("reference", "proxy_dro", "draw", *BASELINES)
 OWNED_KEYS = {"run.dir": "--out", "model.preset": "--proxy / --main", "data.root": "--data",
               "train.steps": "--steps / --proxy-steps", "mixture.kind": "(per stage)",
               "mixture.file": "(per stage)", "dro.reference": "(the reference stage)",
-              "mixture.redraw_every": "--redraw-every"}
+              "mixture.redraw_every": "--redraw-every", "dga.specific": "--dga-specific",
+              "dga.eta": "--dga-eta", "dga.every": "--dga-every"}
 
 
 class PipelineError(Exception):
@@ -102,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default=",".join(BASELINES),
                    help=f"comma-separated subset of {','.join(BASELINES)} "
                         "(default all; empty for none)")
+    p.add_argument("--dga-specific", metavar="SPEC",
+                   help="add a DGA run of the main preset aligned toward SPEC (dga.specific: "
+                        "a held-out split, SPLIT:Domain, or a folder of jsonl); default none")
+    p.add_argument("--dga-eta", type=float, default=4.0,
+                   help="dga.eta of the DGA run (default 4; no default in the pass itself)")
+    p.add_argument("--dga-every", type=int, default=10, metavar="T_r",
+                   help="dga.every of the DGA run (default 10)")
     p.add_argument("--plan", action="store_true",
                    help="print the stages, their status and commands; run nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -124,7 +134,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         if key in OWNED_KEYS:
             raise PipelineError(f"override {item!r}: the pipeline sets {key} per stage "
                                 f"({OWNED_KEYS[key]})")
-    for flag in ("steps", "proxy_steps", "nproc", "redraw_every"):
+    if not args.dga_eta > 0:
+        raise PipelineError("--dga-eta must be > 0")
+    for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every"):
         if getattr(args, flag) < 1:
             raise PipelineError(f"--{flag.replace('_', '-')} must be >= 1")
     if not os.path.isfile(os.path.join(args.data, "manifest.json")):
@@ -207,7 +219,15 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
              "static": ["mixture.kind=static", f"mixture.file={static_json}"]}
     for name in args.baseline_list:
         stages.append(train(name, "pretrain_main.py", args.main, args.steps, extra[name]))
-    main_runs = [os.path.join(runs, n) for n in ["draw", *args.baseline_list]]
+    main_names = ["draw", *args.baseline_list]
+    if args.dga_specific:
+        stages.append(train("dga", "dga_align.py", args.main, args.steps,
+                            [f"dga.specific={args.dga_specific}", f"dga.eta={args.dga_eta:g}",
+                             f"dga.every={args.dga_every}"],
+                            ("model.safetensors", "dga_alpha_star.json",
+                             "dga_trajectory.json")))
+        main_names.append("dga")
+    main_runs = [os.path.join(runs, n) for n in main_names]
     metrics = [os.path.join(r, "metrics.jsonl") for r in main_runs]
     stages.append(Stage("compare", [py, os.path.join(REPO, "tools", "compare_runs.py"),
                                     *main_runs, "--out", out], "tool",
@@ -223,9 +243,13 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
          "--out", os.path.join(plots, "simplex.png")],
         [py, plot, "losses", *main_runs, "--out", os.path.join(plots, "losses.png")],
     ]
+    pngs = ["alpha_dro.png", "simplex.png", "losses.png"]
+    if args.dga_specific:
+        cmds.append([py, plot, "alpha", "--metrics", os.path.join(runs, "dga", "metrics.jsonl"),
+                     "--kind", "dga", "--out", os.path.join(plots, "alpha_dga.png")])
+        pngs.append("alpha_dga.png")
     stages.append(Stage("plots", [json.dumps(cmds)], "tool",
-                        [os.path.join(plots, f) for f in ("alpha_dro.png", "simplex.png",
-                                                          "losses.png")],
+                        [os.path.join(plots, f) for f in pngs],
                         inputs=[*metrics, draw_json], inputs_alpha_star=alpha_star))
     return stages
 

@@ -274,6 +274,11 @@ class DGAConfig(Config):
     alignment: Literal["raw", "cosine"] = "raw"
     """a_i as the paper's raw inner product, or the scale-free cosine."""
 
+    probe_batch: int | None = None
+    """Sequences of each probe (one per unit, one of the specific set) over all DP ranks; a
+    multiple of the DP size. null: one micro-batch per rank (train.micro_batch × DP, SPEC.md
+    §3). Set it to make the α trajectory independent of the DP size."""
+
     def validate(self, prefix: str | None = None) -> None:
         _check_positive(self, prefix, "every")
         eta_key = _key(prefix, self.SECTION, "eta")
@@ -281,6 +286,8 @@ class DGAConfig(Config):
                  f"{eta_key}={self.eta} must be finite and > 0")
         _require(0 < self.ema_weight <= 1,
                  f"{_key(prefix, self.SECTION, 'ema_weight')}={self.ema_weight} must be in (0, 1]")
+        _require(self.probe_batch is None or self.probe_batch > 0,
+                 f"{_key(prefix, self.SECTION, 'probe_batch')}={self.probe_batch} must be > 0")
 
     def validate_for_pass(self, prefix: str | None = None) -> None:
         """Checks for a run that has the DGA pass on (the DGA launcher calls this)."""
@@ -437,6 +444,10 @@ class RunConfig(Config):
         _require(batch % (micro * dp) == 0,
                  f"train.global_batch={batch} is not divisible by train.micro_batch={micro} × "
                  f"DP={dp} = {micro * dp} (DP = world size {world_size} / parallel.tp={tp})")
+        probe = self.dga.probe_batch
+        _require(probe is None or probe % dp == 0,
+                 f"dga.probe_batch={probe} does not split over DP={dp} ranks (DP = world size "
+                 f"{world_size} / parallel.tp={tp})")
         if check_data_root:
             self._check_data_root()
 

@@ -10,7 +10,7 @@ optimizer step → per-domain (sum, count) all-reduced over DP. A pass plugs in 
 - ``after_step(trainer, step, batch, sums, counts)``: after the optimizer step, with the
   proxy's per-domain loss sums and token counts over the global batch; returns metrics
   records (``metrics.jsonl``);
-- ``finish(trainer)``: once, when training reached ``train.steps``.
+- ``finish(trainer)``: once, when training reached ``train.steps``; ``close()`` always.
 
 State goes through ``state_dict()`` / ``load_state_dict()``, stored in every checkpoint
 under ``client_state["passes"][name]``.
@@ -57,6 +57,9 @@ class StepPass:
 
     def finish(self, trainer: Trainer) -> None:
         """Once, after the last step (not after an interrupted run)."""
+
+    def close(self) -> None:
+        """Release what the pass opened (datasets); the trainer's close() calls it."""
 
     def state_dict(self) -> dict:
         return {}

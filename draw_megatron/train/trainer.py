@@ -240,6 +240,8 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        for step_pass in self.passes:
+            step_pass.close()
         self.train_data.close()
         self.eval_data.close()
 

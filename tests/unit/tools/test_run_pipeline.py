@@ -94,9 +94,29 @@ def test_torchrun_and_baseline_subset(tool, data, tmp_path):
     assert ref.env == {}
 
 
+def test_dga_stage_joins_the_comparison_and_plots(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--baselines", "natural",
+                 "--dga-specific", "test:Python Docs", "--dga-eta", "2.5", "--dga-every", "5")
+    stages = tool.plan(args, cuda=False)
+    assert [s.name for s in stages][3:] == ["draw", "natural", "dga", "compare", "plots"]
+    dga = _stage(stages, "dga")
+    assert dga.cmd[dga.cmd.index("--config") - 1].endswith("launch/dga_align.py")
+    assert {"dga.specific=test:Python Docs", "dga.eta=2.5", "dga.every=5",
+            "model.preset=tiny-128", "train.steps=12"} <= set(dga.cmd)
+    assert [os.path.basename(o) for o in dga.outputs] == [
+        "model.safetensors", "dga_alpha_star.json", "dga_trajectory.json"]
+    assert dga.run_dir in _stage(stages, "compare").cmd
+    plots = _stage(stages, "plots")
+    assert any(o.endswith("alpha_dga.png") for o in plots.outputs)
+    assert ["--kind", "dga"] == [c for c in tool.plot_commands(plots)[-1] if c in ("--kind", "dga")]
+    # Without --dga-specific there is no DGA stage.
+    assert "dga" not in [s.name for s in tool.plan(_args(tool, data, tmp_path / "q"), cuda=False)]
+
+
 @pytest.mark.parametrize("bad", [["run.dir=x"], ["mixture.kind=uniform"], ["train.steps=3"],
                                  ["notakeyvalue"], ["--baselines", "natural,regmix"],
-                                 ["--steps", "0"]])
+                                 ["--steps", "0"], ["dga.eta=3"], ["--dga-eta", "0"],
+                                 ["--dga-every", "0"]])
 def test_bad_arguments_are_clear_errors(tool, data, tmp_path, bad, capsys):
     argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128",
             "--out", str(tmp_path / "p"), *bad]
