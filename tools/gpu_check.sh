@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 3 and 4 in one device call. The lent machine's image has torch,
+# The GPU checks of issues 3, 4 and 5 in one device call. The lent machine's image has torch,
 # Triton, sentencepiece, safetensors, pyyaml; DeepSpeed and the MDS library (and their
 # needs) travel as wheels in .whl/ (ENVIRONMENT.md; `make gpu-wheels` fetches them):
-#   run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=480)
+#   run(command="bash tools/gpu_check.sh [all|trainer|dga]", carry=[".whl"], timeout_s=480)
+# trainer: throughput (150M, 1B), plain step, DRO and Dirichlet step ratios, model tests;
+# dga: a short 150M run (its export is the DRO reference), the DRO ratio, DGA's time and
+# memory overhead at 150M and 1B. all (default): both.
 # Each step has its own time limit, so a hang costs one step, not the call. Figures go to
 # stdout and to $OUT/gpu_check.txt; record them in BENCHMARKS.md.
 #   GPU_CHECK_SMOKE=1 bash tools/gpu_check.sh   # the same steps on CPU with tiny models
 set -uo pipefail
+what="${1:-all}"
+case "$what" in all|trainer|dga) ;; *) echo "usage: $0 [all|trainer|dga]" >&2; exit 2;; esac
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"
@@ -16,8 +21,10 @@ rm -rf "$work" && mkdir -p "$work"
 if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then   # CPU: checks the script itself, not the figures
   export DS_ACCELERATOR=cpu OMP_NUM_THREADS=1
   small=tiny-64; small_mb=4; big=tiny-128; big_mb=2; steps=8; plain_steps=3; seq=256
+  t_r=4; big_t_r=4
 else
   small=150M; small_mb=16; big=1B; big_mb=8; steps=40; plain_steps=20; seq=1024
+  t_r=100; big_t_r=50
 fi
 if [ -d .whl ] && ! python3 -c "import deepspeed, streaming" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -33,12 +40,12 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, say how it ended
   [ $rc = 0 ] || echo "=== $name FAILED rc=$rc"
 }
 
-train() {  # train PRESET MICRO_BATCH: the real launcher on one device, then its throughput
+train() {  # train PRESET MICRO_BATCH [STEPS]: the real launcher on one device, its throughput
   step 200 "pretrain_main $1 bf16 ZeRO-1 seq $seq" \
     python3 -m torch.distributed.run --standalone --nproc_per_node 1 launch/pretrain_main.py \
       --config configs/experiments/gpu_bench.yaml "data.root=$work/data" "run.dir=$work/runs/$1" \
       "model.preset=$1" "model.seq_len=$seq" "train.micro_batch=$2" "train.global_batch=$2" \
-      "train.steps=$steps"
+      "train.steps=${3:-$steps}"
   step 30 "throughput $1" python3 tools/run_throughput.py "$work/runs/$1" --skip 5
 }
 
@@ -64,25 +71,45 @@ EOF
   step 60 "synthetic data (4 domains, seq $seq, vocab 32000)" python3 -c "
 from tests.unit.data.synthetic import make_synthetic_root
 make_synthetic_root('$work/data', [400] * 4, seq_len=$seq, vocab_size=32000,
-                    splits=('train', 'val'), random_domains=(0, 1, 2, 3))"
-  train "$small" "$small_mb"
-  for spec in "$small $small_mb" "$big $big_mb"; do
-    set -- $spec
-    step 90 "plain model step $1 (no DeepSpeed)" python3 tools/bench_gpu_step.py --preset "$1" \
-      --micro-batch "$2" --seq-len "$seq" --attention auto --steps "$plain_steps"
-  done
+                    splits=('train', 'val', 'test'), random_domains=(1, 2, 3))"
+  if [ "$what" = dga ]; then
+    train "$small" "$small_mb" 10   # a model file for the DRO reference
+  else
+    train "$small" "$small_mb"
+  fi
+  if [ "$what" != dga ]; then
+    for spec in "$small $small_mb" "$big $big_mb"; do
+      set -- $spec
+      step 90 "plain model step $1 (no DeepSpeed)" python3 tools/bench_gpu_step.py --preset "$1" \
+        --micro-batch "$2" --seq-len "$seq" --attention auto --steps "$plain_steps"
+    done
+  fi
   step 150 "DRO step vs plain step, proxy $small, reference = the $small run's export" \
     python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_dro_step.py \
       --config configs/experiments/gpu_bench.yaml --rounds 4 --steps-per-round 6 \
       "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
       "train.micro_batch=$small_mb" "train.global_batch=$small_mb" \
       "dro.reference=$work/runs/$small/model.safetensors"
-  step 150 "Dirichlet redraw every step vs static mixture, $small" \
-    python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_step.py \
-      --config configs/experiments/gpu_bench.yaml --rounds 4 --steps-per-round 6 \
-      "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
-      "train.micro_batch=$small_mb" "train.global_batch=$small_mb"
-  train "$big" "$big_mb"
-  step 120 "model tests on this device" python3 -m pytest -q -p no:cacheprovider -x \
-    tests/unit/model
+  if [ "$what" != dga ]; then
+    step 150 "Dirichlet redraw every step vs static mixture, $small" \
+      python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_step.py \
+        --config configs/experiments/gpu_bench.yaml --rounds 4 --steps-per-round 6 \
+        "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
+        "train.micro_batch=$small_mb" "train.global_batch=$small_mb"
+    train "$big" "$big_mb"
+  fi
+  if [ "$what" != trainer ]; then
+    for spec in "$small $small_mb $t_r 3" "$big $big_mb $big_t_r 2"; do
+      set -- $spec
+      step 200 "DGA overhead, $1, T_r $3, specific = test:Domain 0" \
+        python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_dga_step.py \
+          --config configs/experiments/gpu_bench.yaml --rounds "$4" --steps-per-round "$3" \
+          "data.root=$work/data" "model.preset=$1" "model.seq_len=$seq" \
+          "train.micro_batch=$2" "dga.eta=1.0" "dga.specific=test:Domain 0"
+    done
+  fi
+  if [ "$what" != dga ]; then
+    step 120 "model tests on this device" python3 -m pytest -q -p no:cacheprovider -x \
+      tests/unit/model
+  fi
 } 2>&1 | tee "$OUT/gpu_check.txt"
