@@ -138,7 +138,7 @@ def breakdown(trainer, dga, cuda: bool) -> dict[str, list[float]]:
         phases["dot"].append(t)
         del grads, loss
         aligner.release()
-        _, t = timed(lambda: dga.alignment_scores(trainer))
+        _, t = timed(lambda: dga.alignment_scores(trainer))  # (scores, specific loss)
         phases["update"].append(t)
         _, t = timed(trainer.train_step)
         phases["train step"].append(t)

@@ -17,7 +17,8 @@ line 6, so also after step 0):
 
 α_0 = the natural weights of the training split (domains) or uniform over the N bases.
 ``dga`` records carry ``alignment``, ``alpha``, ``alpha_ema`` (lists over the units: the
-manifest's domains, or the basis file's bases, in order) and, with a basis, ``weights``
+manifest's domains, or the basis file's bases, in order), ``specific_loss`` (the specific
+probe's token-mean loss before the update, mean over DP) and, with a basis, ``weights``
 (P α_EMA over the domains). At the end the mean of the sampling weights over the updates is
 written as a static mixture file over the domains (``<run.dir>/dga_alpha_star.json``, usable
 as α* by tools/draw_posterior.py) and the trajectory as ``<run.dir>/dga_trajectory.json``.
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from draw_megatron.config.run import DGAConfig
 from draw_megatron.data.loader import ProbeSampler
@@ -114,6 +116,7 @@ class DGAPass(StepPass):
         self.specific_probes = self.specific.sampler(cfg.run.seed, topology.dp_rank,
                                                      topology.dp_size)
         self.aligner = GradientAlignment(trainer.engine.module, topology, self.cfg.alignment)
+        self.dp_group, self.dp_size = topology.dp_group, topology.dp_size
         self.device = trainer.env.device
         self.run_dir, self.is_writer = cfg.run.dir, trainer.is_writer
         log.info("DGA pass: %d %s, every %d steps, eta=%g, ema_weight=%g, %s products, "
@@ -141,28 +144,34 @@ class DGAPass(StepPass):
         labels = batch.labels.to(self.device, non_blocking=True)
         return module(tokens, labels).float().mean()
 
-    def alignment_scores(self, trainer: Trainer) -> np.ndarray:
-        """a (one per unit), identical on every rank."""
+    def alignment_scores(self, trainer: Trainer) -> tuple[np.ndarray, float]:
+        """(a, one per unit; the specific probe's loss, mean over DP), identical on every rank."""
         module = trainer.engine.module
         try:
-            self.aligner.set_target(self._loss(module, self.specific.batch(
-                self.specific_probes, self.per_rank)))
+            target_loss = self._loss(module, self.specific.batch(self.specific_probes,
+                                                                  self.per_rank))
+            self.aligner.set_target(target_loss)
             scores = self.aligner.scores(lambda i: self._loss(module, self._probe(i)),
                                          len(self.units))
         finally:
             self.aligner.release()
-        return scores.double().cpu().numpy()
+        specific_loss = target_loss.detach().double()
+        if self.dp_size > 1:
+            dist.all_reduce(specific_loss, group=self.dp_group)
+            specific_loss /= self.dp_size
+        return scores.double().cpu().numpy(), float(specific_loss)
 
     def after_step(self, trainer: Trainer, step: int, batch: Batch, sums: np.ndarray,
                    counts: np.ndarray) -> list[dict]:
         if step % self.cfg.every:
             return []
-        scores = self.alignment_scores(trainer)
+        scores, specific_loss = self.alignment_scores(trainer)
         alpha, alpha_ema = self.state.update(scores, step)
         weights = self.sampling_weights(alpha_ema)
         trainer.loader.schedule.set_weights(weights, step + 1)  # applies from the next step
         record = {"kind": "dga", "step": step, "alignment": scores.tolist(),
-                  "alpha": alpha.tolist(), "alpha_ema": alpha_ema.tolist()}
+                  "alpha": alpha.tolist(), "alpha_ema": alpha_ema.tolist(),
+                  "specific_loss": specific_loss}
         if self.basis is not None:
             record["weights"] = weights.tolist()
         return [record]

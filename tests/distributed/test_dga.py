@@ -258,7 +258,7 @@ def test_alpha_moves_toward_the_specific_domain(ranks):
 
 def test_dp2_and_dp1_give_the_same_trajectory(ranks, single):
     for name in ("tp2", "dp2"):
-        for key in ("alpha", "alpha_ema"):
+        for key in ("alpha", "alpha_ema", "specific_loss"):
             np.testing.assert_allclose(_alphas(ranks[0][name], key), _alphas(single["dp1"], key),
                                        rtol=0, atol=1e-4, err_msg=f"{name} {key}")
     assert ranks[0]["dp2"]["dga"] == ranks[1]["dp2"]["dga"]  # every rank holds the same α
@@ -267,7 +267,12 @@ def test_dp2_and_dp1_give_the_same_trajectory(ranks, single):
 def test_records_and_the_weights_the_loader_used(ranks):
     run = ranks[0]["dp2"]
     assert [r["step"] for r in run["dga"]] == list(range(0, STEPS, EVERY))
-    assert all(set(r) == {"kind", "step", "alignment", "alpha", "alpha_ema"} for r in run["dga"])
+    assert all(set(r) == {"kind", "step", "alignment", "alpha", "alpha_ema", "specific_loss"}
+               for r in run["dga"])
+    # The specific set (domain 3's sequences) gets easier as α moves onto domain 3.
+    specific = [r["specific_loss"] for r in run["dga"]]
+    assert specific[-1] < specific[0]
+    np.testing.assert_allclose(specific, [r["specific_loss"] for r in ranks[1]["dp2"]["dga"]])
     natural = np.array(SIZES) / sum(SIZES)
     # The update after step t applies from step t + 1 (EVERY = 2: steps t + 1 and t + 2).
     used = np.array(run["train_alpha"])
