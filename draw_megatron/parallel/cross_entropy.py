@@ -11,7 +11,8 @@ column-parallel head that did not gather). For a token with label y:
     ∂loss/∂z_v = softmax(z)_v − [v = y]  each rank on its own shard, no communication.
 
 The two sums travel in one all-reduce. Maths is fp32 (fp64 for fp64 logits) whatever the
-logits' dtype. Ids at or above ``valid_vocab`` (vocabulary padding for equal shards) are
+logits' dtype. Without TP and without a gradient to compute (a frozen model) it is one
+``torch.logsumexp`` instead. Ids at or above ``valid_vocab`` (vocabulary padding for equal shards) are
 excluded: they behave as logits of −∞, so they take no probability and get zero gradient.
 The full logits are never materialised on one rank.
 """
@@ -91,4 +92,10 @@ def vocab_parallel_cross_entropy(logits_local: Tensor, labels: Tensor,
                          "disagree outside the vocabulary dim")
     if valid_vocab is not None and valid_vocab < 1:
         raise ValueError(f"valid_vocab must be positive, got {valid_vocab}")
+    if group_size(tp_group) == 1 and not (torch.is_grad_enabled() and logits_local.requires_grad):
+        # A frozen model (the DRO reference, evaluation), unsharded: one fused log-sum-exp,
+        # no softmax buffer kept for a backward that never comes.
+        z = logits_local[..., :valid_vocab] if valid_vocab is not None else logits_local
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
+        return torch.logsumexp(z, dim=-1) - z.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     return _VocabParallelCrossEntropy.apply(logits_local, labels, tp_group, valid_vocab)

@@ -30,6 +30,24 @@ def test_matches_torch(valid):
         assert torch.all(logits.grad[..., valid:] == 0)
 
 
+@pytest.mark.parametrize("valid", [None, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_frozen_path_matches_the_training_path(valid, dtype):
+    """Without a gradient to compute (no_grad, inference_mode, or logits that need none) the
+    unsharded loss takes the log-sum-exp path; same values, padding excluded, fp32 out."""
+    torch.manual_seed(2)
+    logits = (torch.randn(3, 4, 16) * 5).to(dtype)
+    labels = torch.randint(0, valid or 16, (3, 4))
+    want = _ref(logits.float(), labels, valid or 16)
+    trained = vocab_parallel_cross_entropy(logits.clone().requires_grad_(), labels, None, valid)
+    for ctx in (torch.no_grad, torch.inference_mode, torch.enable_grad):
+        with ctx():
+            got = vocab_parallel_cross_entropy(logits, labels, None, valid_vocab=valid)
+        assert got.dtype == torch.float32 and not got.requires_grad
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(got, trained.detach(), rtol=1e-6, atol=1e-5)
+
+
 def test_stable_for_huge_logits_and_low_precision():
     logits = torch.tensor([[1e4, 0.0, -1e4]], dtype=torch.bfloat16, requires_grad=True)
     loss = vocab_parallel_cross_entropy(logits, torch.tensor([1]), None)
