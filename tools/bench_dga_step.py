@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     probe = load_run_config(args.config, args.overrides)
-    dp = world // probe.parallel.tp
+    dp = probe.data_parallel_size(world)
     no_accumulation = [f"train.global_batch={probe.train.micro_batch * dp}",
                        f"dga.every={args.steps_per_round}"]
 
@@ -125,16 +125,15 @@ def breakdown(trainer, dga, cuda: bool) -> dict[str, list[float]]:
     phases: dict[str, list[float]] = {k: [] for k in (
         "read", "forward", "grad", "dot", "target", "update", "train step")}
     for _ in range(3):
-        _, t = timed(lambda: aligner.set_target(dga._loss(module, dga.specific.batch(
-            dga.specific_probes, dga.per_rank))))
+        _, t = timed(lambda: aligner.set_target(dga.probe_loss(module, dga.specific_batch())))
         phases["target"].append(t)
-        batch, t = timed(lambda: dga._probe(0))
+        batch, t = timed(lambda: dga.probe_batch(0))
         phases["read"].append(t)
-        loss, t = timed(lambda: dga._loss(module, batch))
+        loss, t = timed(lambda: dga.probe_loss(module, batch))
         phases["forward"].append(t)
-        grads, t = timed(lambda: aligner._grads(loss))
+        grads, t = timed(lambda: aligner.gradients(loss))
         phases["grad"].append(t)
-        _, t = timed(lambda: aligner._split_dot(grads, aligner.target))
+        _, t = timed(lambda: aligner.partial_products(grads, aligner.target))
         phases["dot"].append(t)
         del grads, loss
         aligner.release()

@@ -55,7 +55,8 @@ class GradientAlignment:
         self.tp_size, self.dp_size = _group_size(topology.tp_group), _group_size(topology.dp_group)
         self.target: torch.Tensor | None = None  # flat fp32 ḡ_y
 
-    def _grads(self, loss: torch.Tensor) -> list[torch.Tensor]:
+    def gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
+        """∇ loss for every trainable parameter (zeros where unused), by autograd.grad."""
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
 
@@ -68,7 +69,8 @@ class GradientAlignment:
             flat.div_(self.dp_size)
         return flat
 
-    def _split_dot(self, grads: Sequence[torch.Tensor], flat: torch.Tensor | None) -> torch.Tensor:
+    def partial_products(self, grads: Sequence[torch.Tensor],
+                         flat: torch.Tensor | None) -> torch.Tensor:
         """[2]: (sharded partial sum, replicated sum) of ⟨grads, flat⟩ in fp32; ``flat=None``:
         of ⟨grads, grads⟩ (squared norms)."""
         out = torch.zeros(2, dtype=torch.float32, device=grads[0].device)
@@ -95,7 +97,7 @@ class GradientAlignment:
 
     def set_target(self, loss: torch.Tensor) -> None:
         """ḡ_y: the gradient of this rank's target loss, averaged over DP."""
-        self.target = self._dp_mean(self._flat(self._grads(loss)))
+        self.target = self._dp_mean(self._flat(self.gradients(loss)))
 
     def scores(self, losses: Callable[[int], torch.Tensor], count: int) -> torch.Tensor:
         """a_i for i < ``count``; ``losses(i)`` builds unit i's probe loss on this rank (its
@@ -105,7 +107,7 @@ class GradientAlignment:
         dots = torch.zeros(count, 2, dtype=torch.float32, device=self.target.device)
         sq_norms = torch.zeros(count, 2, dtype=torch.float32, device=self.target.device)
         for i in range(count):
-            grads = self._grads(losses(i))
+            grads = self.gradients(losses(i))
             if self.alignment == "cosine" and self.dp_size > 1:
                 flat = self._dp_mean(self._flat(grads))  # ‖mean_r g_i^r‖ needs the mean
                 del grads
@@ -113,9 +115,9 @@ class GradientAlignment:
                 sq_norms[i] = self._flat_split_dot(flat, flat)
                 del flat
             else:
-                dots[i] = self._split_dot(grads, self.target)
+                dots[i] = self.partial_products(grads, self.target)
                 if self.alignment == "cosine":
-                    sq_norms[i] = self._split_dot(grads, None)
+                    sq_norms[i] = self.partial_products(grads, None)
                 del grads
         if self.alignment == "raw":
             totals = self._tp_total(dots)

@@ -5,8 +5,9 @@ line 6, so also after step 0):
 
 - probes come from the loader's probe sampler (own cursors: the training stream is
   untouched): per rank one micro-batch (``train.micro_batch`` sequences, or
-  ``dga.probe_batch`` / DP) of the specific set y and one of each reweighted unit i — a domain, or under distribution reweighting
-  (``dga.basis``) a batch from mix(p_i), p_i the i-th basis histogram;
+  ``dga.probe_batch`` / DP) of the specific set y and one of each reweighted unit i — a
+  domain, or under distribution reweighting (``dga.basis``) a batch from mix(p_i), p_i the
+  i-th basis histogram;
 - a_i = ⟨∇ℓ(θ, x_i), ∇ℓ(θ, y)⟩ (``raw``, the paper) or its cosine, over all parameters,
   computed by :class:`GradientAlignment` (``torch.autograd.grad``; ḡ_y all-reduced over DP
   once; TP partial sums);
@@ -134,12 +135,18 @@ class DGAPass(StepPass):
 
     # ------------------------------------------------------------------ the update
 
-    def _probe(self, unit: int) -> Batch:
+    def probe_batch(self, unit: int) -> Batch:
+        """This rank's probe micro-batch of unit ``unit`` (a domain, or mix(p_unit))."""
         if self.basis is None:
             return self.probes.domain_batch(unit, self.per_rank)
         return self.probes.mixed_batch(self.per_rank, self.basis.matrix[:, unit])
 
-    def _loss(self, module: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    def specific_batch(self) -> Batch:
+        """This rank's probe micro-batch of the specific set."""
+        return self.specific.batch(self.specific_probes, self.per_rank)
+
+    def probe_loss(self, module: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The token-mean loss of ``batch`` (moved to the training device) under ``module``."""
         tokens = batch.tokens.to(self.device, non_blocking=True)
         labels = batch.labels.to(self.device, non_blocking=True)
         return module(tokens, labels).float().mean()
@@ -148,10 +155,9 @@ class DGAPass(StepPass):
         """(a, one per unit; the specific probe's loss, mean over DP), identical on every rank."""
         module = trainer.engine.module
         try:
-            target_loss = self._loss(module, self.specific.batch(self.specific_probes,
-                                                                  self.per_rank))
+            target_loss = self.probe_loss(module, self.specific_batch())
             self.aligner.set_target(target_loss)
-            scores = self.aligner.scores(lambda i: self._loss(module, self._probe(i)),
+            scores = self.aligner.scores(lambda i: self.probe_loss(module, self.probe_batch(i)),
                                          len(self.units))
         finally:
             self.aligner.release()
