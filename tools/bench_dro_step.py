@@ -24,13 +24,7 @@ def main(argv=None) -> int:
 
     args = bench_args(__doc__, "configs/experiments/proxy_dro_cpu.yaml", 8, argv)
 
-    from draw_megatron.passes.dro import DROPass
-
-    def make_passes(cfg):
-        cfg.validate_dro_pass()
-        return [DROPass(cfg.dro)]
-
-    trainer = bench_trainer(args, ["mixture.kind=online"], make_passes)
+    trainer = bench_trainer(args, ["passes=[dro]", "mixture.kind=online"])
     cfg, env = trainer.cfg, trainer.env
     (dro,) = trainer.passes
 

@@ -31,9 +31,12 @@ def bench_args(description: str, default_config: str, steps_per_round: int, argv
     return p.parse_args(argv)
 
 
-def bench_trainer(args, overrides=(), make_passes=lambda cfg: ()):
-    """A trainer in a scratch run dir with room for the warm-up and 2 × rounds rounds."""
+def bench_trainer(args, overrides=()):
+    """A trainer in a scratch run dir with room for the warm-up and 2 × rounds rounds; its
+    step passes are the config's ``passes`` (checked as the launchers check them)."""
     from draw_megatron.config.run import load_run_config
+    from draw_megatron.data.manifest import Manifest
+    from draw_megatron.passes.registry import check_passes
     from draw_megatron.engine.deepspeed_engine import init_distributed
     from draw_megatron.parallel import ParallelTopology
     from draw_megatron.train.metrics import MetricsLog
@@ -45,7 +48,8 @@ def bench_trainer(args, overrides=(), make_passes=lambda cfg: ()):
                                         f"train.steps={total}", "log.tensorboard=false"])
     env = init_distributed()
     cfg.validate_layout(env.world_size)
-    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp), make_passes(cfg))
+    check_passes(cfg, Manifest.load(cfg.data.root))
+    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
     trainer.metrics = MetricsLog(run_dir, env.rank == 0)
     return trainer
 
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.kinds import schedule_for as build_schedule
     from draw_megatron.mixture.schedule import StaticSchedule
 
     trainer = bench_trainer(args)

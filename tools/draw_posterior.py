@@ -5,7 +5,8 @@
 
 n1 and n2 are the proxy's and the main model's d_model, read from MODEL_YAML: a file of
 configs/models/ or a run's resolved config.yaml (its `model` section). α* is a static
-mixture file (DESIGN.md Contract 2), e.g. the proxy DRO run's mixture.json.
+mixture file (docs/architecture.md, Contract 2), e.g. the proxy DRO run's alpha_star.json
+(or a DGA run's dga_alpha_star.json: alignment evidence).
 
 Writes --out, the main run's mixture file (kind dirichlet, concentration β2, stats mean/var,
 provenance), and with --static-out the static proxy-informed baseline: the fixed weights
@@ -15,7 +16,7 @@ With the default evidence s = 1 the main mixture stays near uniform by design (S
 item 7): the prior carries √n1 pseudo-counts and α* one. --evidence gives α* more weight.
 
 Example:
-  python tools/draw_posterior.py --alpha-star runs/proxy_dro/mixture.json \\
+  python tools/draw_posterior.py --alpha-star runs/proxy_dro/alpha_star.json \\
       --proxy-config configs/models/70M.yaml --main-config configs/models/1B.yaml \\
       --data data/pile --out mixtures/draw_1B.json --static-out mixtures/static_1B.json
 """
@@ -47,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy model: configs/models/<name>.yaml or a run's config.yaml")
     p.add_argument("--main-config", required=True, metavar="MODEL_YAML",
                    help="main model: configs/models/<name>.yaml or a run's config.yaml")
-    p.add_argument("--evidence", type=float, default=1.0, metavar="s",
-                   help="pseudo-counts given to α* in the posterior (default 1, the paper's)")
+    p.add_argument("--main-width", type=int, metavar="N",
+                   help="the main model's d_model n2, when it differs from --main-config's "
+                        "(e.g. a run's model.d_model override; tools/run_pipeline.py passes it)")
+    p.add_argument("--evidence", type=float, default=None, metavar="s",
+                   help="pseudo-counts given to α* in the posterior (default: mixture.evidence "
+                        "of --main-config when it is a run config, else 1, the paper's)")
     p.add_argument("--data", metavar="ROOT",
                    help="data root: check α*'s domains against its manifest.json and write "
                         "the outputs in manifest order")
@@ -79,6 +84,16 @@ def model_width(path: str) -> int:
         return ModelConfig.from_dict(section, prefix="model").d_model
     except ConfigError as exc:
         raise ToolError(f"{path}: {exc}") from None
+
+
+def config_evidence(path: str) -> float:
+    """mixture.evidence of a run config (1, the paper's s, for a model YAML or when unset)."""
+    try:
+        raw = load_yaml(path)
+    except ConfigError as exc:
+        raise ToolError(str(exc)) from None
+    mixture = raw.get("mixture") if isinstance(raw.get("mixture"), dict) else {}
+    return float(mixture.get("evidence", 1.0))
 
 
 def read_alpha_star(path: str, data_root: str | None) -> MixtureSpec:
@@ -141,9 +156,14 @@ def evidence_note(post: DrawPosterior) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.evidence is None:
+        args.evidence = config_evidence(args.main_config)
     if not (math.isfinite(args.evidence) and args.evidence > 0):
         raise ToolError(f"--evidence {args.evidence} must be finite and > 0")
-    n1, n2 = model_width(args.proxy_config), model_width(args.main_config)
+    if args.main_width is not None and args.main_width < 1:
+        raise ToolError(f"--main-width {args.main_width} must be >= 1")
+    n1 = model_width(args.proxy_config)
+    n2 = args.main_width or model_width(args.main_config)
     if n1 > n2:
         print(f"warning: the proxy (d_model n1={n1}, {args.proxy_config}) is wider than the main "
               f"model (n2={n2}, {args.main_config}); √(n2/n1) < 1 lowers the concentration, "

@@ -13,7 +13,7 @@ import torch
 
 from draw_megatron.config.run import RunConfig
 from draw_megatron.engine.launch_env import env_from_slurm
-from draw_megatron.engine.schedule import lr_at, warmup_steps
+from draw_megatron.engine.lr_schedule import lr_at, warmup_steps
 from draw_megatron.parallel import ParallelTopology
 
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIMPLEX_TOL = 1e-6
-"""How far Σα* may be from 1 (the mixture files' tolerance, DESIGN.md Contract 2)."""
+from draw_megatron.mixture.files import SIMPLEX_TOL
 
 
 def _check_width(name: str, n: float) -> float:
