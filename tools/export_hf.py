@@ -2,7 +2,7 @@
 """Export a trained model as a Hugging Face checkpoint: stock transformers classes, no custom
 code, and a tokenizer that gives the same ids as our SentencePiece model.
 
-SOURCE is a run folder (its model.safetensors; the tokenizer is found through config.yaml's
+RUN_DIR|MODEL is a run folder (its model.safetensors; the tokenizer is found through config.yaml's
 data.root and its manifest.json) or a model.safetensors file (then pass --tokenizer).
 The folder loads with AutoModelForCausalLM.from_pretrained(OUT) and
 AutoTokenizer.from_pretrained(OUT). RMSNorm + SwiGLU exports as Llama, LayerNorm + GELU as
