@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 import sentencepiece as spm
@@ -11,6 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from draw_megatron.data.tokenizer import Tokenizer
+from draw_megatron.export.hf import export_hf
+from draw_megatron.export.verify import logits_max_abs_diff, random_tokens
+from draw_megatron.model import load_consolidated, save_consolidated
 from tests.unit.export.helpers import SINGLE, make_run, tiny_model
 from tests.unit.model.tiny import one_thread  # noqa: F401
 from tests.unit.tools.conftest import load_tool
@@ -67,8 +69,6 @@ def test_out_must_be_empty_or_overwritten(tmp_path, demo_tokenizer_path, capsys)
 
 
 def test_a_model_file_needs_a_tokenizer(tmp_path, demo_tokenizer_path, capsys):
-    from draw_megatron.model import save_consolidated
-
     model, cfg = tiny_model()
     path = save_consolidated(str(tmp_path / "m.safetensors"), model, SINGLE, cfg)
     err = _error_line(capsys, [path, "--out", str(tmp_path / "hf")])
@@ -102,10 +102,6 @@ def test_one_line_errors(tmp_path, demo_tokenizer_path, capsys):
 
 def test_a_larger_model_vocabulary_is_kept(tmp_path, demo_tokenizer_path):
     # Ids the tokenizer never makes still get rows: the model keeps its own vocabulary.
-    from draw_megatron.export.hf import export_hf
-    from draw_megatron.export.verify import logits_max_abs_diff, random_tokens
-    from draw_megatron.model import load_consolidated
-
     run = str(tmp_path / "run")
     _, cfg = make_run(run, demo_tokenizer_path, vocab_size=1100)
     out = export_hf(run, str(tmp_path / "hf"))
@@ -113,4 +109,3 @@ def test_a_larger_model_vocabulary_is_kept(tmp_path, demo_tokenizer_path):
     tokens = random_tokens(cfg.vocab_size, num_sequences=2, seq_len=16)
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 1100
     assert logits_max_abs_diff(out, state, cfg, tokens) <= 1e-4
-    shutil.rmtree(out)

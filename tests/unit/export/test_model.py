@@ -7,12 +7,13 @@ import os
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from draw_megatron.export.hf import export_hf
 from draw_megatron.export.model import FAMILIES, hf_family
 from draw_megatron.export.verify import logits_max_abs_diff, random_tokens
-from draw_megatron.model import load_consolidated
-from tests.unit.export.helpers import make_run, tiny_model
+from draw_megatron.model import load_consolidated, save_consolidated
+from tests.unit.export.helpers import SINGLE, make_run, tiny_model
 from tests.unit.model.tiny import one_thread  # noqa: F401
 
 TOLERANCE = 1e-4
@@ -63,11 +64,6 @@ def test_check_is_sensitive_to_a_wrong_block(tmp_path, demo_tokenizer_path):
 
 
 def test_bf16_weights_stay_bf16(tmp_path, demo_tokenizer_path):
-    from safetensors import safe_open
-
-    from draw_megatron.model import save_consolidated
-    from tests.unit.export.helpers import SINGLE
-
     model, cfg = tiny_model(norm="rmsnorm", mlp="swiglu")
     save_consolidated(str(tmp_path / "run"), model.to(torch.bfloat16), SINGLE, cfg)
     out = export_hf(str(tmp_path / "run"), str(tmp_path / "hf"), tokenizer=demo_tokenizer_path)
