@@ -112,7 +112,9 @@ class ModelConfig(Config):
     tokens of its own document; a document ends with (and includes) an ``eos_id`` token."""
 
     position_reset: bool = False
-    """With the document mask: restart the rotary positions at 0 at each document start."""
+    """With the document mask: restart the rotary positions at 0 at each document start.
+    Rotary scores depend on offsets only, so this changes results by rounding only: a packed
+    document then computes exactly as it would alone."""
 
     eos_id: int | None = None
     """The EOS token id that ends documents (the document mask needs it); the trainer sets it

@@ -12,7 +12,8 @@ shared by every layer:
   document's first token) is the one prediction still made from the previous document,
   as without the mask; every other token is predicted from its own document only. The
   first document of a sequence is whatever was left of a document cut by the packing.
-  ``model.position_reset`` restarts the rotary positions at each document start.
+  ``model.position_reset`` restarts the rotary positions at each document start (rotary
+  scores depend on offsets only, so under this mask that changes results by rounding only).
 
 Backends (``model.attention``); none of them is ever handed a dense [T, T] mask:
 

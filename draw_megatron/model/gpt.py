@@ -5,6 +5,10 @@
                   → final norm → vocab-parallel logits [B, T, V/n]
                   → (labels given) vocab-parallel cross-entropy → per-token loss [B, T], fp32
 
+Attention is causal over the sequence, or (``attention_mask="document"``) within the
+documents that ``eos_id`` tokens end; the mask and the rotary tables (per-token positions
+with ``position_reset``) are built once per batch from the tokens and shared by the layers.
+
 Pre-norm blocks, rotary positions (no position table), no biases in linear layers,
 LayerNorm (weight, bias) or RMSNorm (weight), GELU MLP (up, down) or SwiGLU (fused
 gate|up, down), output head tied to the embedding (default) or its own column-parallel
