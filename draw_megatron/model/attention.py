@@ -61,7 +61,6 @@ from draw_megatron.parallel import ColumnParallelLinear, RowParallelLinear
 from draw_megatron.parallel.mappings import group_size
 
 BACKENDS = ("auto", "sdpa", "flex", "flash")
-MASKS = ("causal", "document")
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 # Fastest first on Hopper; torch skips those that cannot run these tensors.
 SDPA_ORDER = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
@@ -86,12 +85,11 @@ def compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def check_backend_available(name: str, *, mask: str = "causal", dropout: float = 0.0) -> None:
-    """Raise ValueError/RuntimeError now if backend ``name`` can never run this mask/dropout."""
+def check_backend_available(name: str, *, dropout: float = 0.0) -> None:
+    """Raise ValueError/RuntimeError now if backend ``name`` can never run here, or not with
+    attention dropout ``dropout``."""
     if name not in BACKENDS:
         raise ValueError(f"model.attention={name!r} is not one of {', '.join(BACKENDS)}")
-    if mask not in MASKS:
-        raise ValueError(f"model.attention_mask={mask!r} is not one of {', '.join(MASKS)}")
     if name == "flash" and flash_attn_module() is None:
         raise RuntimeError(
             "model.attention='flash' but flash-attn is not importable: install it on a CUDA "
