@@ -2,6 +2,8 @@
 
 ``{"format": "draw-mixture/v1", "domains": [...], "kind": "static" | "dirichlet",
 "weights" | "concentration": [...], "stats": {"mean", "var"}, "provenance": {...}}``.
+Kind ``hierarchical_dirichlet`` (groups of domains, two levels of concentrations) is read by
+draw_megatron/mixture/hierarchical.py, to which :func:`load_mixture` hands such a file.
 Loading checks the names against the data's domains (order may differ; it is normalised
 to the data's order) and the numbers (weights on the simplex, concentrations > 0, finite).
 """
@@ -12,10 +14,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from draw_megatron.utils.fs import atomic_write_json
+
+if TYPE_CHECKING:
+    from draw_megatron.mixture.hierarchical import HierarchicalDirichlet
 
 MIXTURE_FORMAT = "draw-mixture/v1"
 SIMPLEX_TOL = 1e-6
@@ -140,12 +146,23 @@ def check_names(names: object, where: str) -> list[str]:
     return names
 
 
-def load_mixture(path: str, domain_names: Sequence[str] | None = None) -> MixtureSpec:
-    """Read and validate a mixture file, reordered to ``domain_names`` when given."""
+def load_mixture(path: str, domain_names: Sequence[str] | None = None
+                 ) -> MixtureSpec | HierarchicalDirichlet:
+    """Read and validate a mixture file, reordered to ``domain_names`` when given.
+
+    A ``hierarchical_dirichlet`` file comes back as a HierarchicalDirichlet; callers that
+    take one kind only check ``.kind`` (every result has it).
+    """
     raw = read_json_file(path, "mixture file", MIXTURE_FORMAT, ("format", "domains", "kind"))
     kind = raw["kind"]
+    if kind == "hierarchical_dirichlet":
+        # Imported here: hierarchical.py builds on this module's checks.
+        from draw_megatron.mixture.hierarchical import hierarchical_from_dict
+
+        return hierarchical_from_dict(raw, path, domain_names)
     if kind not in _VALUE_KEY:
-        raise MixtureFileError(f"{path}: kind must be 'static' or 'dirichlet', got {kind!r}")
+        raise MixtureFileError(f"{path}: kind must be 'static', 'dirichlet' or "
+                               f"'hierarchical_dirichlet', got {kind!r}")
     key = _VALUE_KEY[kind]
     if key not in raw:
         raise MixtureFileError(f"{path}: kind {kind!r} needs key {key!r}")
