@@ -52,12 +52,9 @@ class MixtureSpec:
         check_values(self.kind, self.values, self.domains)
 
     def to_dict(self) -> dict:
-        out = {"format": MIXTURE_FORMAT, "domains": list(self.domains), "kind": self.kind,
-               _VALUE_KEY[self.kind]: [float(v) for v in self.values]}
-        if self.stats:
-            out["stats"] = {k: [float(v) for v in vals] for k, vals in self.stats.items()}
-        out["provenance"] = self.provenance
-        return out
+        return {"format": MIXTURE_FORMAT, "domains": list(self.domains), "kind": self.kind,
+                _VALUE_KEY[self.kind]: [float(v) for v in self.values],
+                **stats_and_provenance(self.stats, self.provenance)}
 
     def save(self, path: str) -> None:
         atomic_write_json(path, self.to_dict())
@@ -65,8 +62,22 @@ class MixtureSpec:
     def reorder(self, names: Sequence[str], where: str = "mixture") -> MixtureSpec:
         """The same mixture in the order of ``names``; an error names any mismatch."""
         index = match_domains(self.domains, names, where)
-        stats = {k: [v[i] for i in index] for k, v in self.stats.items()}
-        return MixtureSpec(self.kind, list(names), self.values[index], stats, self.provenance)
+        return MixtureSpec(self.kind, list(names), self.values[index],
+                           reorder_stats(self.stats, index), self.provenance)
+
+
+def stats_and_provenance(stats: dict, provenance: dict) -> dict:
+    """The entries a mixture file ends with: ``stats`` (when any), ``provenance``."""
+    out = {}
+    if stats:
+        out["stats"] = {k: [float(v) for v in vals] for k, vals in stats.items()}
+    out["provenance"] = provenance
+    return out
+
+
+def reorder_stats(stats: dict, index: Sequence[int]) -> dict:
+    """Per-domain ``stats`` lists taken in the order ``index``."""
+    return {k: [v[i] for i in index] for k, v in stats.items()}
 
 
 MAX_NAMES_SHOWN = 5

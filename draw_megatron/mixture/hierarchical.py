@@ -46,7 +46,8 @@ import numpy as np
 
 from draw_megatron.mixture.draw import _check_evidence, _check_width, check_simplex
 from draw_megatron.mixture.files import (MIXTURE_FORMAT, MixtureFileError, check_names,
-                                         check_values, match_domains, read_json_file)
+                                         check_values, match_domains, read_json_file,
+                                         reorder_stats, stats_and_provenance)
 from draw_megatron.mixture.schedule import DIRICHLET_STREAM, Broadcast, DirichletSchedule
 from draw_megatron.utils.fs import atomic_write_json
 
@@ -72,6 +73,17 @@ class DomainGroups:
     group_of: np.ndarray
     """(k,) int: the group index of each domain."""
 
+    def __post_init__(self) -> None:
+        group_of = np.asarray(self.group_of, dtype=np.int64)
+        object.__setattr__(self, "group_of", group_of)
+        if group_of.shape != (len(self.domains),) or np.any(group_of < 0) \
+                or np.any(group_of >= len(self.names)):
+            raise GroupsFileError(f"group_of must give each of the {len(self.domains)} domains "
+                                  f"a group index in [0, {len(self.names)})")
+        empty = [n for n, size in zip(self.names, self.sizes()) if size == 0]
+        if empty:
+            raise GroupsFileError(f"group(s) {empty} have no domains")
+
     @property
     def num_groups(self) -> int:
         return len(self.names)
@@ -87,11 +99,6 @@ class DomainGroups:
     def sizes(self) -> np.ndarray:
         """(G,) the number of domains in each group."""
         return np.bincount(self.group_of, minlength=self.num_groups)
-
-    def reorder(self, names: Sequence[str], where: str) -> DomainGroups:
-        """The same partition over the domains in the order of ``names``."""
-        index = match_domains(self.domains, names, where)
-        return DomainGroups(self.names, tuple(names), self.group_of[index])
 
 
 def groups_from_mapping(mapping: dict, domain_names: Sequence[str], where: str) -> DomainGroups:
@@ -345,13 +352,10 @@ class HierarchicalDirichlet:
                   for name, idx, beta_g in zip(self.groups.names, map(self.groups.members,
                                                range(self.groups.num_groups)),
                                                self.group_concentrations())]
-        out = {"format": MIXTURE_FORMAT, "domains": self.domains, "kind": self.kind,
-               "groups": groups,
-               "group_concentration": [float(c) for c in self.group_concentration]}
-        if self.stats:
-            out["stats"] = {k: [float(v) for v in vals] for k, vals in self.stats.items()}
-        out["provenance"] = self.provenance
-        return out
+        return {"format": MIXTURE_FORMAT, "domains": self.domains, "kind": self.kind,
+                "groups": groups,
+                "group_concentration": [float(c) for c in self.group_concentration],
+                **stats_and_provenance(self.stats, self.provenance)}
 
     def save(self, path: str) -> None:
         atomic_write_json(path, self.to_dict())
@@ -359,10 +363,9 @@ class HierarchicalDirichlet:
     def reorder(self, names: Sequence[str], where: str = "mixture") -> HierarchicalDirichlet:
         """The same mixture over the domains in the order of ``names``."""
         index = match_domains(self.domains, names, where)
-        stats = {k: [v[i] for i in index] for k, v in self.stats.items()}
         groups = DomainGroups(self.groups.names, tuple(names), self.groups.group_of[index])
         return HierarchicalDirichlet(groups, self.group_concentration, self.concentration[index],
-                                     stats, self.provenance)
+                                     reorder_stats(self.stats, index), self.provenance)
 
 
 def _dirichlet_mean_var(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

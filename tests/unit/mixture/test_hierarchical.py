@@ -39,7 +39,7 @@ def _one_group(names=NAMES) -> DomainGroups:
 # --------------------------------------------------------------------------- one group = flat
 
 
-def test_one_group_prior_and_posterior_are_flat_draws():
+def test_one_group_prior_posterior_and_moments_are_flat():
     groups = _one_group()
     np.testing.assert_array_equal(hierarchical_prior(groups, 256).concentration,
                                   prior_concentration(5, 256))
@@ -338,3 +338,10 @@ def test_schedule_state_round_trip_and_broadcast():
     assert again.weights(3).tolist() == [0.1, 0.2, 0.3, 0.2, 0.2]  # resumed mid-window
     with pytest.raises(ValueError, match="'dirichlet' mixture schedule"):
         again.load_state_dict(DirichletSchedule([1.0] * 5, 5, 3).state_dict())
+
+
+def test_domain_groups_check_their_partition():
+    with pytest.raises(GroupsFileError, match=r"group\(s\) \['z'\] have no domains"):
+        DomainGroups(("x", "y", "z"), ("A", "B"), np.array([0, 1]))
+    with pytest.raises(GroupsFileError, match="a group index in"):
+        DomainGroups(("x",), ("A", "B"), np.array([0, 1]))
