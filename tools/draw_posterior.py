@@ -164,7 +164,7 @@ def hierarchical_provenance(post: HierarchicalPosterior, widths: tuple[int, int]
     return {
         "method": "hierarchical DRAW posterior: gamma2 = sqrt(n2/n1) * (sqrt(n1)/G + s * A), "
                   "beta_g2 = sqrt(n2/n1) * (sqrt(n1)/|g| + s * alpha_star_g / A_g), "
-                  "A_g = sum of alpha_star over group g (docs/algorithms.md section 1)",
+                  "A_g = sum of alpha_star over group g (docs/algorithms.md section 7)",
         "tool": "tools/draw_posterior.py",
         "groups_file": _where(args.groups),
         "prior": levels(post.prior),
@@ -236,7 +236,7 @@ def run_hierarchical(args: argparse.Namespace, widths: tuple[int, int],
             provenance=prov).save(args.out)
     if args.static_out:
         static_prov = {**prov, "baseline": "static proxy-informed: fixed E[alpha] under the "
-                       "hierarchical Dirichlet (docs/algorithms.md section 1)",
+                       "hierarchical Dirichlet (docs/algorithms.md section 7)",
                        "group_concentration": main.group_concentration.tolist(),
                        "concentration": main.concentration.tolist()}
         MixtureSpec("static", names, stats.mean / stats.mean.sum(), {}, static_prov) \

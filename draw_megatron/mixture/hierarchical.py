@@ -1,4 +1,4 @@
-"""Hierarchical Dirichlet priors for DRAW: source groups → domains (docs/algorithms.md §1).
+"""Hierarchical Dirichlet priors for DRAW: source groups → domains (docs/algorithms.md §7).
 
 Pure numpy. Domains are partitioned into G groups (e.g. code, web, academic; read from a
 ``draw-groups/v1`` file). The mixture is drawn in two levels, independently:
@@ -531,3 +531,7 @@ class HierarchicalDirichletSchedule(DirichletSchedule):
         rng = np.random.default_rng([self.seed, DIRICHLET_STREAM, window])
         alpha = self.spec.draw(rng)
         return alpha / alpha.sum()
+
+    def expected_weights(self) -> np.ndarray:
+        """E[α] = E[w_g]·E[v_i] (``self.beta`` holds only the within-group concentrations)."""
+        return self.spec.mean()

@@ -345,3 +345,24 @@ def test_domain_groups_check_their_partition():
         DomainGroups(("x", "y", "z"), ("A", "B"), np.array([0, 1]))
     with pytest.raises(GroupsFileError, match="a group index in"):
         DomainGroups(("x",), ("A", "B"), np.array([0, 1]))
+
+
+def test_schedule_fits_the_protocol_and_the_kinds_registry(tmp_path):
+    from draw_megatron.mixture.kinds import ScheduleInputs, build_schedule
+    from draw_megatron.mixture.schedule import Schedule
+
+    path = str(tmp_path / "hier.json")
+    _main_spec().save(path)
+    order = ["E", "D", "C", "B", "A"]
+    inputs = ScheduleInputs(domain_names=order, natural_weights=np.full(5, 0.2), file=path,
+                            redraw_every=4, seed=3)
+    sched = build_schedule("hierarchical_dirichlet", inputs)
+    assert isinstance(sched, Schedule) and not sched.accepts_updates and sched.record() == {}
+    np.testing.assert_allclose(sched.expected_weights(), _main_spec().mean()[::-1], rtol=1e-15)
+    assert sched.weights(0).shape == (5,) and abs(sched.weights(0).sum() - 1) < 1e-12
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"format": "draw-mixture/v1", "domains": NAMES,
+                                "kind": "dirichlet", "concentration": [1.0] * 5}))
+    with pytest.raises(MixtureFileError, match="expected 'hierarchical_dirichlet'"):
+        build_schedule("hierarchical_dirichlet",
+                       ScheduleInputs(NAMES, np.full(5, 0.2), file=str(flat)))
