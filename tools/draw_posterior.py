@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data root: check α*'s domains against its manifest.json and write "
                         "the outputs in manifest order")
     p.add_argument("--out", required=True, metavar="FILE",
-                   help="the main run's Dirichlet mixture file (kind dirichlet)")
+                   help="the main run's Dirichlet mixture file (kind dirichlet; with --groups "
+                        "hierarchical_dirichlet)")
     p.add_argument("--static-out", metavar="FILE",
                    help="also write the static proxy-informed baseline, E[α] under Dir(β2)")
     p.add_argument("--groups", metavar="FILE",
