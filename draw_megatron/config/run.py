@@ -199,17 +199,26 @@ class TrainConfig(Config):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Training precision; auto: bf16 on a GPU that supports it, else fp32."""
 
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss is inf/NaN: stop (checkpoint the last good state, exit non-zero,
+    naming the step and domains) or skip it (no update; the batch counts as consumed)."""
+
+    max_skipped: int = 10
+    """With nonfinite=skip: stop after this many skipped steps in a row."""
+
     def validate(self, prefix: str | None = None) -> None:
         key = functools.partial(_key, prefix, self.SECTION)
         check_positive(self, prefix, "steps", "global_batch", "micro_batch", "lr")
         require(self.micro_batch <= self.global_batch,
                  f"{key('micro_batch')}={self.micro_batch} exceeds "
                  f"{key('global_batch')}={self.global_batch}")
-        require(0 <= self.min_lr <= self.lr,
-                 f"{key('min_lr')}={self.min_lr} must be in [0, {key('lr')}={self.lr}]")
+        # The decay is exponential toward min_lr: it must be > 0 (log(0) has no value).
+        require(0 < self.min_lr <= self.lr,
+                f"{key('min_lr')}={self.min_lr} must be in (0, {key('lr')}={self.lr}]")
         require(0 <= self.warmup_fraction < 1,
                  f"{key('warmup_fraction')}={self.warmup_fraction} must be in [0, 1)")
         check_non_negative(self, prefix, "weight_decay", "grad_clip")
+        check_positive(self, prefix, "max_skipped")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                  f"{key('betas')}={self.betas} must be two values in [0, 1)")
 
@@ -339,6 +348,9 @@ class RunConfig(Config):
         check_names(self.passes)
         tp, heads, vocab = self.parallel.tp, self.model.n_heads, self.model.padded_vocab_size
         require(heads % tp == 0, f"parallel.tp={tp} does not divide model.n_heads={heads}")
+        require(self.train.nonfinite != "skip" or self.zero.stage in (1, 2),
+                f"train.nonfinite=skip needs zero.stage 1 or 2 (DeepSpeed withholds a "
+                f"non-finite update only there); zero.stage={self.zero.stage}: use stop")
         require(vocab % tp == 0,
                  f"parallel.tp={tp} does not divide the padded vocabulary {vocab} "
                  f"(model.vocab_size={self.model.vocab_size} rounded up to a multiple of "

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace, *, defaults: dict[str, str] | None = None) -> 
 
     from draw_megatron.engine.deepspeed_engine import init_distributed
     from draw_megatron.parallel import ParallelTopology
+    from draw_megatron.train.stopping import (EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteLoss,
+                                              Preempted)
     from draw_megatron.train.trainer import Trainer
 
     env = init_distributed()
@@ -71,6 +73,14 @@ def run(args: argparse.Namespace, *, defaults: dict[str, str] | None = None) -> 
             trainer.export(args.export)
         else:
             trainer.fit()
+    except Preempted as exc:
+        if env.rank == 0:
+            print(f"preempted: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except NonFiniteLoss as exc:
+        if env.rank == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
     finally:
         trainer.close()
     return 0

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from draw_megatron.config.base import ConfigError, save_config
@@ -38,6 +39,7 @@ from draw_megatron.passes.base import PassContext, StepInfo, StepPass, check_rol
 from draw_megatron.passes.registry import build_passes
 from draw_megatron.train.checkpoint import CheckpointManager
 from draw_megatron.train.metrics import MetricsLog
+from draw_megatron.train.stopping import NonFiniteLoss, Preempted, StopSignals, control_group
 from draw_megatron.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -49,9 +51,13 @@ PEAK_FLOPS = 989e12
 @dataclass
 class TrainState:
     step: int = 0
-    """Optimizer steps completed."""
+    """Optimizer steps completed (skipped non-finite steps included)."""
     tokens: int = 0
     """Training tokens consumed (global)."""
+    skipped: int = 0
+    """Steps skipped for a non-finite loss (train.nonfinite=skip)."""
+    skipped_in_row: int = 0
+    """Of those, how many in a row up to now."""
 
 
 class Trainer:
@@ -64,10 +70,14 @@ class Trainer:
         self.is_writer = env.rank == 0
         self.manifest = Manifest.load(cfg.data.root)
         check_config_against_data(cfg, self.manifest)
-        self.model_cfg = model_cfg = cfg.model
+        self.model_cfg = model_cfg = model_config_for_data(cfg, self.manifest)
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
                     seed=cfg.run.seed, device=env.device)
         self.engine = build_engine(model, cfg, topology, env.on_gpu)
+        if hasattr(self.engine.optimizer, "check_grad_overflow"):
+            # ZeRO 1/2: withhold an update whose gradients are inf/NaN, in every precision
+            # (train.nonfinite; see draw_megatron/train/stopping.py).
+            self.engine.optimizer.check_grad_overflow = True
         schedule = make_schedule(cfg, self.manifest)
         self.train_data = DomainData(self.manifest, cfg.data.split)
         self.loader = MixtureLoader(self.train_data, schedule, cfg.train.global_batch,
@@ -187,24 +197,37 @@ class Trainer:
         log.info("training %s from step %d to %d (%d ranks: tp %d x dp %d)", cfg.run_name,
                  self.state.step, cfg.train.steps, self.env.world_size, self.topology.tp_size,
                  self.topology.dp_size)
+        signals = StopSignals(control_group())
         try:
             while self.state.step < cfg.train.steps:
                 record = self.train_step()
                 self.metrics.write(record)
                 step = self.state.step
-                if is_due(step, cfg.log.every, cfg.train.steps):
+                if is_due(step, cfg.log.every, cfg.train.steps) and record["loss"] is not None:
                     log.info("step %d loss %.4f lr %.3g %.0f tokens/s%s", record["step"],
                              record["loss"], record["lr"], record["tokens_per_s"],
                              "" if record["mfu"] is None else f" MFU {record['mfu']:.3f}")
                 if is_due(step, cfg.eval.every, cfg.train.steps):
                     self.evaluate()
-                if is_due(step, cfg.checkpoint.every, cfg.train.steps):
+                saved = is_due(step, cfg.checkpoint.every, cfg.train.steps)
+                if saved:
                     self.checkpoints.save(self.engine, step, self._client_state())
+                signame = signals.agreed()
+                if signame is not None and step < cfg.train.steps:
+                    self._stop_for_signal(step, signame, saved)
             for step_pass in self.passes:
                 step_pass.finish(self.context)
             self.export()
         finally:
+            signals.restore()
             self.metrics.close()
+
+    def _stop_for_signal(self, step: int, signame: str, saved: bool) -> None:
+        if not saved:
+            self.checkpoints.save(self.engine, step, self._client_state())
+        self.metrics.write({"kind": "preempted", "step": step, "signal": signame})
+        log.warning("%s received: checkpoint of step %d saved; stopping", signame, step)
+        raise Preempted(step, signame)
 
     def train_step(self) -> dict:
         cfg, step = self.cfg, self.state.step
@@ -212,6 +235,8 @@ class Trainer:
         torch.manual_seed(((cfg.run.seed * 1_000_003 + step) * 65_537 + self.topology.dp_rank)
                           % (1 << 63))
         start = time.perf_counter()
+        loader_before = self.loader.state_dict()  # the last good state, if this step fails
+        skipped_before = getattr(self.engine, "skipped_steps", 0)
         batch = self.loader.next_batch()
         if self.loader.schedule.changes_at(step):
             self.metrics.write({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist(),
@@ -226,6 +251,11 @@ class Trainer:
             self.engine.step()
             acc.add(loss_BT, micro.domain_ids)
         sums, counts = acc.all_reduce(self.topology.dp_group)
+        bad = ~np.isfinite(sums)
+        if bad.any():
+            return self._nonfinite_step(step, batch, sums, counts, bad, loader_before,
+                                        skipped_before, lr, start)
+        self.state.skipped_in_row = 0
         self._after_step(StepInfo(step, batch, sums, counts))
         seconds = time.perf_counter() - start
         num_tokens = cfg.train.global_batch * self.manifest.seq_len
@@ -240,6 +270,44 @@ class Trainer:
                 "alpha": batch.alpha.tolist(), "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "tokens_per_s": tokens_per_s, "mfu": mfu}
+
+    def _nonfinite_step(self, step: int, batch: Batch, sums: np.ndarray, counts: np.ndarray,
+                        bad: np.ndarray, loader_before: dict, skipped_before: int, lr: float,
+                        start: float) -> dict:
+        """A step whose loss is inf/NaN: skip it, or stop (train.nonfinite)."""
+        names = [n for n, b in zip(self.manifest.domain_names, bad) if b]
+        withheld = getattr(self.engine, "skipped_steps", 0) > skipped_before
+        cfg = self.cfg.train
+        if (cfg.nonfinite == "skip" and withheld
+                and self.state.skipped_in_row < cfg.max_skipped):
+            self.state.step += 1
+            self.state.tokens += cfg.global_batch * self.manifest.seq_len
+            self.state.skipped += 1
+            self.state.skipped_in_row += 1
+            log.warning("step %d skipped: non-finite loss in %s (%d in a row)", step, names,
+                        self.state.skipped_in_row)
+            self.metrics.write({"kind": "skipped", "step": step, "nonfinite_domains": names,
+                                "in_row": self.state.skipped_in_row})
+            return {"kind": "train", "step": step, "loss": None,
+                    "domain_loss": [None if b else v for v, b in
+                                    zip(domain_means(sums, counts), bad)],
+                    "domain_tokens": counts.tolist(), "alpha": batch.alpha.tolist(), "lr": lr,
+                    "grad_norm": None, "tokens_per_s": None, "mfu": None, "skipped": True}
+        message = (f"step {step}: the loss of domain(s) {names} is not finite (inf/NaN)")
+        if withheld:  # the parameters are still those before the step: keep them
+            state = self._client_state()
+            state["loader"] = loader_before
+            if self.checkpoints.latest() != step:
+                self.checkpoints.save(self.engine, step, state)
+            message += f"; the last good state is checkpoint step {step}"
+        else:
+            message += (f"; the update was applied (zero.stage={self.cfg.zero.stage}), so the "
+                        f"last good state is the latest complete checkpoint "
+                        f"(step {self.checkpoints.latest()})")
+        if cfg.nonfinite == "skip" and withheld:
+            message += f" ({self.state.skipped_in_row} skipped steps in a row before it)"
+        self.metrics.write({"kind": "nonfinite", "step": step, "nonfinite_domains": names})
+        raise NonFiniteLoss(message)
 
     def _after_step(self, info: StepInfo) -> None:
         """The passes' hooks; the mixture owner's weights go to the schedule (from the next
@@ -312,6 +380,19 @@ def is_due(step: int, every: int, last_step: int) -> bool:
     """Whether a periodic action (log, eval, checkpoint) runs after ``step``: every
     ``every`` steps (0: never periodically) and always at the last step."""
     return step == last_step or (every > 0 and step % every == 0)
+
+
+def model_config_for_data(cfg: RunConfig, manifest: Manifest):
+    """The model config with what the data decides: the EOS id a document mask splits on."""
+    model = cfg.model
+    if getattr(model, "attention_mask", "causal") != "document":
+        return model
+    if model.eos_id is None:
+        return dataclasses.replace(model, eos_id=manifest.eos_id)
+    if model.eos_id != manifest.eos_id:
+        raise ConfigError(f"model.eos_id={model.eos_id} but the data's tokenizer EOS is "
+                          f"{manifest.eos_id} ({manifest.tokenizer_path})")
+    return model
 
 
 def make_schedule(cfg: RunConfig, manifest: Manifest) -> Schedule:

@@ -232,7 +232,7 @@ def test_the_monitor_observes_and_scores_as_dga(ranks):
     assert all(len(r["alignment"]) == len(SIZES) and np.isfinite(r["specific_loss"])
                for r in records)
     np.testing.assert_allclose(records[-1]["alignment"], ranks[0]["standalone"], rtol=1e-6)
-    assert records[-1]["alignment"] == ranks[1]["dro_monitored"]["alignment"][-1]
+    assert records[-1]["alignment"] == ranks[1]["dro_monitored"]["alignment"][-1]["alignment"]
     # The specific set is domain 3: its gradient aligns best with domain 3's.
     assert np.argmax(records[-1]["alignment"]) == 3
 
