@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value anywhere among the flags
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = [b for b in names if b not in BASELINES]
     if unknown:
