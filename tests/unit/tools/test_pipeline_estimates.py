@@ -82,3 +82,18 @@ def test_proxy_seed_reaches_the_proxy_stages_only(tool, data, tmp_path):
         assert seeds == (["run.seed=3", "run.seed=7"] if s.name in ("proxy_dro", "doremi_proxy")
                          else ["run.seed=3"]), s.name
     assert tool.main(_argv(data, tmp_path / "p", "--plan", "--proxy-seed", "-1")) == 2
+
+
+def test_one_gpu_pile_config_plans_about_eight_minutes(tool, tmp_path):
+    """The one-GPU config's pipeline at the measured 150M rate (70M assumed no slower)."""
+    names = [ln.strip() for ln in open(f"{REPO}/configs/data/pile17.txt")
+             if ln.strip() and not ln.startswith("#")]
+    data = write_manifest(str(tmp_path / "pile17"), names)
+    args = tool.parse_args(["--config", "configs/experiments/draw_pile_70m_150m_1gpu.yaml",
+                            "--data", data, "--proxy", "70M", "--main", "150M", "--steps", "200",
+                            "--proxy-steps", "200", "--launcher", "torchrun", "--nproc", "1",
+                            "--out", str(tmp_path / "p"), "--plan-tokens-per-s", "70M=546211"])
+    stages = [s for s in tool.plan(args, cuda=True) if s.kind == "train"]
+    assert len(stages) == 11  # reference, two proxies, draw and the seven baselines
+    seconds = sum(tool.plan_estimate(s, args)["seconds"] for s in stages)
+    assert 7 * 60 <= seconds <= 8 * 60
