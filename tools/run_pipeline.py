@@ -103,10 +103,11 @@ class Stage:
 # "GPU: tokens/s and MFU". Other presets need --plan-tokens-per-s PRESET=N.
 MEASURED_TOKENS_PER_S = {"150M": 546_211.0, "1B": 59_879.0}
 # A DRO proxy step over a plain step of the same model: 1.39 (150M bf16, one H200;
-# BENCHMARKS.md, "DRO proxy step"). The DGA pass costs 1 + (k+1)/T_r plain steps (§3.9).
+# BENCHMARKS.md, "DRO proxy step vs plain step"). The DGA pass costs 1 + (k+1)/T_r plain
+# steps (docs/algorithms.md §3.9).
 DRO_STEP_RATIO = 1.39
 # Process start-up, imports and engine set-up of one training stage: about 15 s on the CPU
-# machine (BENCHMARKS.md, the demo pipeline's stage times); not measured on a GPU.
+# machine (BENCHMARKS.md, "The demo pipeline's wall time"); not measured on a GPU.
 DEFAULT_STARTUP_S = 15.0
 
 

@@ -79,8 +79,9 @@ class Pipeline:
 
     @property
     def label(self) -> str:
-        return os.path.basename(self.out) if self.evidence is None else \
-            os.path.join(os.path.basename(os.path.dirname(self.out)), os.path.basename(self.out))
+        """The folder within the study's: seed_<s>, or seed_<s>/evidence_<e>."""
+        parts = self.out.split(os.sep)
+        return os.path.join(*parts[-2:]) if self.evidence is not None else parts[-1]
 
     def methods(self) -> list[str]:
         """The runs the pipeline's comparison reads, in its order."""
