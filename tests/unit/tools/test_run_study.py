@@ -224,3 +224,14 @@ def test_evidence_variants_meet_baselines_of_their_own_evidence(tool, fake, data
     assert pairs == {("draw [s=1]", "natural"), ("draw [s=1]", "static [s=1]"),
                      ("draw [s=8]", "natural"), ("draw [s=8]", "static [s=8]")}
     assert "`seed_2/evidence_8/`" in (out / "study.md").read_text()
+
+
+def test_pipeline_argv_is_accepted_by_the_real_run_pipeline(tool, data, tmp_path, capfd):
+    """The command each pipeline gets (key=value before and after flags), run for real with
+    --plan so nothing trains."""
+    args, rest = tool.parse_args(_argv(data, tmp_path / "s", "train.lr=0.002", "--evidence", "8"))
+    pipe = tool.plan_study(args, rest)[1]
+    assert tool.run_pipeline_process([*pipe.argv, "--plan"]) == 0
+    out = capfd.readouterr().out
+    assert "run.seed=2" in out and "train.lr=0.002" in out and "--evidence 8" in out
+    assert not (tmp_path / "s").exists()
