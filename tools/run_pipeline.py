@@ -41,7 +41,12 @@ from their latest checkpoint). A failing stage stops the pipeline, naming the st
 its log. At the end a stage-by-stage wall-time table is printed and written to
 OUT/timings.json and OUT/timings.md (a skipped stage shows its time from an earlier run).
 
---plan prints the stages, their status (todo / done) and commands, and runs nothing.
+--plan prints the stages, their status (todo / done) and commands, and runs nothing; per
+training stage also its tokens (steps × global batch × seq_len), model FLOPs
+(draw_megatron.model.stats.flops_per_token × tokens) and, where a tokens/s figure for its
+preset is known, an estimated time (see plan_estimate).
+--proxy-seed N sets run.seed of the DRO proxy stages only (proxy_dro, doremi_proxy): their
+α_0 draw, model init and data order; every other run keeps the base seed.
 On a machine without a CUDA GPU the deepspeed launcher runs with DS_ACCELERATOR=cpu.
 """
 
@@ -90,6 +95,20 @@ class Stage:
     evidence: float | None = None  # posterior only
     env: dict[str, str] = field(default_factory=dict)
     inputs_alpha_star: str | None = None  # plots only: picks the simplex's domains
+    preset: str | None = None  # training stages: model.preset
+
+
+# One-H200 tokens/s of launch/pretrain_main.py (DeepSpeed ZeRO-1, bf16, seq 1024, micro-batch
+# 16 at 150M and 8 at 1B), measured by tools/gpu_check.sh on 2026-11-26: BENCHMARKS.md,
+# "GPU: tokens/s and MFU". Other presets need --plan-tokens-per-s PRESET=N.
+MEASURED_TOKENS_PER_S = {"150M": 546_211.0, "1B": 59_879.0}
+# A DRO proxy step over a plain step of the same model: 1.39 (150M bf16, one H200;
+# BENCHMARKS.md, "DRO proxy step vs plain step"). The DGA pass costs 1 + (k+1)/T_r plain
+# steps (docs/algorithms.md §3.9).
+DRO_STEP_RATIO = 1.39
+# Process start-up, imports and engine set-up of one training stage: about 15 s on the CPU
+# machine (BENCHMARKS.md, "The demo pipeline's wall time"); not measured on a GPU.
+DEFAULT_STARTUP_S = 15.0
 
 
 # --------------------------------------------------------------------------- arguments
@@ -134,15 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dga.eta of the DGA run (default 4; no default in the pass itself)")
     p.add_argument("--dga-every", type=int, default=100, metavar="T_r",
                    help="dga.every of the DGA run (default 100, the paper's)")
+    p.add_argument("--proxy-seed", type=int, metavar="N",
+                   help="run.seed of the DRO proxy stages only (their α_0 draw); default: "
+                        "the base seed, like every other run")
     p.add_argument("--plan", action="store_true",
-                   help="print the stages, their status and commands; run nothing")
+                   help="print the stages, their status, commands, tokens, model FLOPs and "
+                        "estimated times; run nothing")
+    p.add_argument("--plan-tokens-per-s", default="", metavar="PRESET=N,...",
+                   help="--plan: tokens/s per process of a preset's training run (default: "
+                        "the one-H200 figures of BENCHMARKS.md, "
+                        + ", ".join(f"{k}={v:g}" for k, v in MEASURED_TOKENS_PER_S.items())
+                        + "); a run of --nproc P is estimated at P × N")
+    p.add_argument("--plan-startup-s", type=float, default=DEFAULT_STARTUP_S, metavar="S",
+                   help=f"--plan: seconds of start-up per training stage (default "
+                        f"{DEFAULT_STARTUP_S:g}, the CPU machine's)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides for every training run")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value anywhere among the flags
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = [b for b in names if b not in BASELINES]
     if unknown:
@@ -165,6 +196,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         if key in OWNED_KEYS:
             raise PipelineError(f"override {item!r}: the pipeline sets {key} per stage "
                                 f"({OWNED_KEYS[key]})")
+    if args.proxy_seed is not None and args.proxy_seed < 0:
+        raise PipelineError("--proxy-seed must be >= 0")
+    args.tokens_per_s = parse_rates(args.plan_tokens_per_s)
     if not args.dga_eta > 0:
         raise PipelineError("--dga-eta must be > 0")
     for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every", "online_every"):
@@ -175,6 +209,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "first, e.g. `make demo_out/data/manifest.json`)")
     resolve_main(args)
     return args
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """--plan-tokens-per-s PRESET=N,... over the measured table."""
+    rates = dict(MEASURED_TOKENS_PER_S)
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        preset, _, value = item.partition("=")
+        try:
+            rates[preset.strip()] = float(value)
+        except ValueError:
+            value = ""
+        if not preset.strip() or not value or not rates[preset.strip()] > 0:
+            raise PipelineError(f"--plan-tokens-per-s {item!r}: give PRESET=N with N > 0")
+    return rates
 
 
 def resolve_main(args: argparse.Namespace) -> None:
@@ -245,7 +293,7 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
                *args.overrides, f"run.dir={run_dir}", f"model.preset={preset}",
                f"data.root={data}", f"train.steps={steps}", *extra]
         return Stage(name, cmd, "train", [os.path.join(run_dir, o) for o in outputs],
-                     run_dir, steps, env=dict(env))
+                     run_dir, steps, env=dict(env), preset=preset)
 
     ref = os.path.join(runs, "reference", "model.safetensors")
     alpha_star = os.path.join(runs, "proxy_dro", "alpha_star.json")
@@ -254,14 +302,16 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
     draw_json, static_json = os.path.join(mix, "draw.json"), os.path.join(mix, "static.json")
     redraw = f"mixture.redraw_every={args.redraw_every}"
     proxy_outputs = ("model.safetensors", "alpha_star.json", "dro_trajectory.json")
+    proxy_seed = [] if args.proxy_seed is None else [f"run.seed={args.proxy_seed}"]
     stages = [
         train("reference", "train_reference.py", args.proxy, args.proxy_steps, []),
         train("proxy_dro", "proxy_dro.py", args.proxy, args.proxy_steps,
-              [f"dro.reference={ref}"], proxy_outputs),
+              [f"dro.reference={ref}", *proxy_seed], proxy_outputs),
     ]
     if "doremi" in args.baseline_list:
         stages.append(train("doremi_proxy", "proxy_dro.py", args.proxy, args.proxy_steps,
-                            [f"dro.reference={ref}", "dro.init=uniform"], proxy_outputs))
+                            [f"dro.reference={ref}", "dro.init=uniform", *proxy_seed],
+                            proxy_outputs))
     if args.dga_specific:
         stages.append(train("dga", "dga_align.py", args.main, args.steps,
                             [f"dga.specific={args.dga_specific}", f"dga.eta={args.dga_eta:g}",
@@ -394,6 +444,49 @@ def is_done(stage: Stage) -> bool:
     return min(os.path.getmtime(p) for p in stage.outputs) >= newest_input
 
 
+def plan_estimate(stage: Stage, args: argparse.Namespace) -> dict | None:
+    """A training stage's tokens (steps × global batch × seq_len), model FLOPs
+    (flops_per_token × tokens) and estimated seconds: start-up + tokens / (P × tokens/s of
+    its preset), × DRO_STEP_RATIO for a DRO proxy, × (1 + (k+1)/T_r) for DGA (seconds None
+    when no rate is known). Training steps only: evaluation and checkpoints are left out."""
+    if stage.kind != "train":
+        return None
+    from draw_megatron.config.run import load_run_config
+    from draw_megatron.data.manifest import Manifest
+    from draw_megatron.model.stats import flops_per_token
+
+    keys = [c for c in stage.cmd[stage.cmd.index("--config") + 2:] if "=" in c]
+    cfg = load_run_config(stage.cmd[stage.cmd.index("--config") + 1], keys)
+    tokens = stage.steps * cfg.train.global_batch * cfg.model.seq_len
+    rate = args.tokens_per_s.get(stage.preset)
+    factor = DRO_STEP_RATIO if stage.name in ("proxy_dro", "doremi_proxy") else 1.0
+    if stage.name == "dga":
+        factor = 1 + (Manifest.load(cfg.data.root).num_domains + 1) / args.dga_every
+    seconds = (None if rate is None
+               else args.plan_startup_s + factor * tokens / (rate * args.nproc))
+    return {"tokens": tokens, "flops": flops_per_token(cfg.model) * tokens, "seconds": seconds,
+            "rate": rate}
+
+
+def print_plan(stages: list[Stage], args: argparse.Namespace) -> None:
+    total, unknown = 0.0, []
+    for s in stages:
+        print(f"[{'done' if is_done(s) else 'todo'}] {s.name}\n    {describe(s)}")
+        est = plan_estimate(s, args)
+        if est is None:
+            continue
+        when = "unknown (no tokens/s for this preset)" if est["seconds"] is None else (
+            f"{est['seconds']:.0f} s at {est['rate']:,.0f} tokens/s per process")
+        print(f"    estimate: {s.preset}, {est['tokens']:,} tokens, "
+              f"{est['flops']:.3e} model FLOPs, {when}")
+        if est["seconds"] is None:
+            unknown.append(s.name)
+        else:
+            total += est["seconds"]
+    print(f"[plan] training stages: {total:.0f} s ({total / 60:.1f} min) estimated"
+          + (f"; unknown for {', '.join(unknown)}" if unknown else ""))
+
+
 def describe(stage: Stage) -> str:
     env = " ".join(f"{k}={v}" for k, v in stage.env.items())
     if stage.name == "plots":
@@ -523,8 +616,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.plan:
-        for s in stages:
-            print(f"[{'done' if is_done(s) else 'todo'}] {s.name}\n    {describe(s)}")
+        print_plan(stages, args)
         return 0
     return execute(args, stages)
 
