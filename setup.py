@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["draw_megatron", "draw_megatron.*"])
     + ["draw_megatron.kernels"],
-    # The top-level kernels/ folder ships as draw_megatron.kernels (DESIGN.md layout).
+    # The top-level kernels/ folder ships as draw_megatron.kernels (docs/architecture.md layout).
     package_dir={"draw_megatron.kernels": "kernels"},
     install_requires=[
         "torch>=2.4",

@@ -7,7 +7,7 @@ alignment update per round, its k + 1 probe gradients included). The round's tot
 compared, since the update is one step of T_r. The paper's cost model says a DGA round costs
 1 + (k+1)/T_r plain rounds when a probe costs one training step's gradient, so the run sets
 train.global_batch = micro_batch × DP (no accumulation: a probe micro-batch is a step's
-batch). Target (issue 5): (DGA / plain) / (1 + (k+1)/T_r) ≤ 1.10.
+batch). Target: (DGA / plain) / (1 + (k+1)/T_r) ≤ 1.10.
 Memory (CUDA only): peak allocated during a DGA round minus during a plain round, against
 one fp32 copy of the gradient (the aligner's ḡ_y). On CPU it prints the bytes ḡ_y holds.
 --breakdown adds the time of each phase of an update against a training step.

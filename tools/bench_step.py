@@ -4,7 +4,7 @@
 One trainer, one engine, one loader: rounds alternate the loader's schedule between the
 static natural mixture and Dir(β) redrawn at every step (the worst case of DRAW's
 schedule: a draw, a broadcast from rank 0 and a fresh categorical per step), and the
-median step times are compared. Target (issue 3): ratio ≤ 1.01.
+median step times are compared. Target: ratio ≤ 1.01.
 
     python tools/bench_step.py --config configs/experiments/smoke_cpu.yaml
     deepspeed --num_gpus 2 tools/bench_step.py --config configs/experiments/smoke_cpu.yaml

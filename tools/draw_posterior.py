@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """DRAW's Bayesian transfer: from the proxy's DRO weights α* to the main run's Dirichlet.
 
-    β1 = (√n1/k)·1,  β1_new = β1 + s·α*,  β2 = √(n2/n1)·β1_new      (SPEC.md §1)
+    β1 = (√n1/k)·1,  β1_new = β1 + s·α*,  β2 = √(n2/n1)·β1_new      (docs/algorithms.md §1)
 
 n1 and n2 are the proxy's and the main model's d_model, read from MODEL_YAML: a file of
 configs/models/ or a run's resolved config.yaml (its `model` section). α* is a static
@@ -10,9 +10,9 @@ mixture file (docs/architecture.md, Contract 2), e.g. the proxy DRO run's alpha_
 
 Writes --out, the main run's mixture file (kind dirichlet, concentration β2, stats mean/var,
 provenance), and with --static-out the static proxy-informed baseline: the fixed weights
-E[α] under Dir(β2) (SPEC.md §1 item 8). Prints a table of α*, E[α] and sd per domain.
+E[α] under Dir(β2) (docs/algorithms.md §1.8). Prints a table of α*, E[α] and sd per domain.
 
-With the default evidence s = 1 the main mixture stays near uniform by design (SPEC.md §1
+With the default evidence s = 1 the main mixture stays near uniform by design (docs/algorithms.md §1
 item 7): the prior carries √n1 pseudo-counts and α* one. --evidence gives α* more weight.
 
 With --groups FILE (draw-groups/v1: group name → domains) the prior is hierarchical: group
@@ -146,7 +146,7 @@ def provenance(post: DrawPosterior, widths: tuple[int, int], args: argparse.Name
                alpha_spec: MixtureSpec) -> dict:
     return {
         "method": "DRAW posterior: beta2 = sqrt(n2/n1) * (sqrt(n1)/k * 1 + s * alpha_star) "
-                  "(SPEC.md section 1)",
+                  "(docs/algorithms.md §1)",
         "tool": "tools/draw_posterior.py",
         "prior": post.prior.tolist(),
         "posterior": post.posterior.tolist(),
@@ -189,10 +189,10 @@ def summary(names: list[str], post: DrawPosterior) -> list[str]:
 
 
 def evidence_note(post: DrawPosterior) -> list[str]:
-    """SPEC.md §1 item 7: how near uniform E[α] must stay, whatever α* is."""
+    """docs/algorithms.md §1.7: how near uniform E[α] must stay, whatever α* is."""
     k, root_n1, s = post.num_domains, math.sqrt(post.n1), post.evidence
     low, high = (root_n1 / k) / (root_n1 + s), (root_n1 / k + s) / (root_n1 + s)
-    return [f"note (SPEC.md §1 item 7): with s = 1 the prior carries √n1 = {root_n1:.4g} "
+    return [f"note (docs/algorithms.md §1.7): with s = 1 the prior carries √n1 = {root_n1:.4g} "
             "pseudo-counts and α* one,",
             f"  so every E[α_i] lies in [{low:.4f}, {high:.4f}] around 1/k = {1 / k:.4f} "
             "whatever α* is: the mixture stays near uniform by design.",
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> None:
     MixtureSpec("dirichlet", names, post.main, stats, prov).save(args.out)
     if args.static_out:
         static_prov = {**prov, "baseline": "static proxy-informed: fixed E[alpha] under "
-                       "Dir(beta2) (SPEC.md section 1 item 8)", "concentration": post.main.tolist()}
+                       "Dir(beta2) (docs/algorithms.md §1.8)", "concentration": post.main.tolist()}
         MixtureSpec("static", names, post.mean / post.mean.sum(), {}, static_prov) \
             .save(args.static_out)
     print("\n".join(summary(names, post)))

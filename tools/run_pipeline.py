@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The DRAW pipeline end to end, one command (SPEC.md §1, §2, §5; issue 4 item 8).
+"""The DRAW pipeline end to end, one command (docs/algorithms.md §1, §2, §5).
 
     python tools/run_pipeline.py --data demo_out/data --proxy tiny-64 --main tiny-128 \\
         --out demo_out/pipeline [--steps 120] [--proxy-steps 80] [key=value ...]

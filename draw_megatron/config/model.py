@@ -1,4 +1,4 @@
-"""The GPT model's config, its presets (SPEC.md §4) and its true parameter count.
+"""The GPT model's config, its presets (docs/algorithms.md §4) and its true parameter count.
 
 A preset fills the architecture fields (n_layers, n_heads, head_dim, d_model, ffn_hidden);
 a field given explicitly in YAML or on the command line wins over the preset. The paper's

@@ -22,7 +22,7 @@ from draw_megatron.config.base import (Config, ConfigError, apply_overrides, che
                                        suggest)
 from draw_megatron.config.model import ModelConfig
 
-MANIFEST_NAME = "manifest.json"  # DESIGN.md Contract 1 (draw_megatron.data.manifest)
+MANIFEST_NAME = "manifest.json"  # docs/architecture.md, Contract 1 (draw_megatron.data.manifest)
 
 
 def _key(prefix: str | None, section: str, name: str) -> str:
@@ -36,7 +36,7 @@ class RunSection(Config):
     SECTION: ClassVar[str] = "run"
 
     dir: str
-    """Run directory: config.yaml, metrics.jsonl, checkpoints/ (DESIGN.md Contract 5)."""
+    """Run directory: config.yaml, metrics.jsonl, checkpoints/ (docs/architecture.md, Contract 5)."""
 
     name: str | None = None
     """Display name (logs, TensorBoard); null: the run directory's base name."""
@@ -91,7 +91,7 @@ class ZeroConfig(Config):
 
 @dataclass(kw_only=True)
 class DataConfig(Config):
-    """The converted data (DESIGN.md Contract 1)."""
+    """The converted data (docs/architecture.md, Contract 1)."""
 
     SECTION: ClassVar[str] = "data"
 
@@ -225,7 +225,7 @@ class TrainConfig(Config):
 
 @dataclass(kw_only=True)
 class EvalConfig(Config):
-    """Per-domain validation on a fixed set of sequences (SPEC.md §5)."""
+    """Per-domain validation on a fixed set of sequences (docs/algorithms.md §5)."""
 
     SECTION: ClassVar[str] = "eval"
 

@@ -1,4 +1,4 @@
-"""The mixture data loader (DESIGN.md Contract 3).
+"""The mixture data loader (docs/architecture.md, Contract 3).
 
 Step t of a run with global batch G:
   1. α_t comes from the mixture schedule (static, Dirichlet redrawn every N steps on rank 0
@@ -8,7 +8,7 @@ Step t of a run with global batch G:
   3. the j-th use of domain d takes item j mod n_d of that domain's permutation for epoch
      ⌊j / n_d⌋, keyed by (seed, d, epoch) (an O(1)-memory Feistel permutation);
   4. DP rank r reads positions [r·G/DP, (r+1)·G/DP).
-Stratified batches (``stratified=True``, the DRO proxy, SPEC.md §2) replace step 2: every
+Stratified batches (``stratified=True``, the DRO proxy, docs/algorithms.md §2) replace step 2: every
 domain gets ⌊G/k⌋ positions, the G mod k left over go to distinct domains, and the positions
 are shuffled, all by a generator seeded by (seed, t); α_t is then reported, not sampled from.
 Every rank computes steps 1–3 for the whole global batch, so all ranks hold the same

@@ -1,4 +1,4 @@
-"""The data root's manifest.json (DESIGN.md Contract 1): what the converter wrote, validated."""
+"""The data root's manifest.json (docs/architecture.md, Contract 1): what the converter wrote, validated."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The specific (target) set y of DGA (SPEC.md §3): where ``dga.specific`` points, opened.
+"""The specific (target) set y of DGA (docs/algorithms.md §3): where ``dga.specific`` points, opened.
 
 ``dga.specific`` takes one of three forms:
 

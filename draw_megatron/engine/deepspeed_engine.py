@@ -1,4 +1,4 @@
-"""DeepSpeed, configured from our config tree (DESIGN.md: ZeRO 0–3, mixed precision,
+"""DeepSpeed, configured from our config tree (docs/architecture.md: ZeRO 0–3, mixed precision,
 checkpoint files) with the project's process groups passed as ``mpu``.
 
 One code path: NCCL and bf16 on GPUs; gloo and fp32 on CPU (``DS_ACCELERATOR=cpu``).

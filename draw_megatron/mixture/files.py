@@ -1,4 +1,4 @@
-"""Mixture files (DESIGN.md Contract 2): static weights or Dirichlet concentrations, as JSON.
+"""Mixture files (docs/architecture.md, Contract 2): static weights or Dirichlet concentrations, as JSON.
 
 ``{"format": "draw-mixture/v1", "domains": [...], "kind": "static" | "dirichlet",
 "weights" | "concentration": [...], "stats": {"mean", "var"}, "provenance": {...}}``.

@@ -1,4 +1,4 @@
-"""The DGA pass: online gradient alignment toward a specific set (SPEC.md §3; DGA Alg. 1, 2).
+"""The DGA pass: online gradient alignment toward a specific set (docs/algorithms.md §3; DGA Alg. 1, 2).
 
 After the optimizer step of every step t with t % T_r == 0 (``dga.every``; the paper's
 line 6, so also after step 0):

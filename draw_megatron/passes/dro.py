@@ -1,4 +1,4 @@
-"""The proxy DRO pass (SPEC.md §2; DRAW Eq. 2, following DoReMi).
+"""The proxy DRO pass (docs/algorithms.md §2; DRAW Eq. 2, following DoReMi).
 
 Each step t, on stratified global batches of G sequences (every domain present):
 
@@ -14,7 +14,7 @@ Each step t, on stratified global batches of G sequences (every domain present):
   gives the global batch's per-domain sequence counts; all sequences have one length);
 - after the optimizer step α_t = dro_update(α_{t−1}, λ, η, c) (``mixture.dro``), identical on
   every rank because its inputs are; step t's weights are those before step t's update
-  (SPEC.md §2: no extra forward pass).
+  (docs/algorithms.md §2: no extra forward pass).
 
 α_0 ~ Dir(β1), β1 = (√n1/k)·1 (the DRAW prior, n1 the proxy's d_model), drawn from a
 generator seeded by the run seed on global rank 0 and broadcast; or, with
@@ -22,7 +22,7 @@ generator seeded by the run seed on global rank 0 and broadcast; or, with
 pass owns the run's mixture: the online schedule holds α (train records show the α_{t−1}
 that weighted step t; a ``mixture`` record marks each update) but never drives sampling,
 since batches are stratified. At the end the average α* = mean of
-α_1 … α_T is written as a static mixture file (DESIGN.md Contract 2) to
+α_1 … α_T is written as a static mixture file (docs/architecture.md, Contract 2) to
 ``<run.dir>/alpha_star.json`` and the trajectory to ``<run.dir>/dro_trajectory.json``.
 """
 
@@ -181,7 +181,7 @@ class DROPass(StepPass):
             return
         alpha_star = self.state.average()
         provenance = {
-            "method": "proxy DRO (SPEC.md §2; DRAW Eq. 2)",
+            "method": "proxy DRO (docs/algorithms.md §2; DRAW Eq. 2)",
             "run_dir": os.path.abspath(self.run_dir),
             "reference": os.path.abspath(self.cfg.reference_file), "n1": self.n1,
             "k": len(self.domains), "eta": self.cfg.eta, "smoothing": self.cfg.smoothing,

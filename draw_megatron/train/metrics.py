@@ -1,4 +1,4 @@
-"""metrics.jsonl (DESIGN.md Contract 5) and TensorBoard events, written by global rank 0.
+"""metrics.jsonl (docs/architecture.md, Contract 5) and TensorBoard events, written by global rank 0.
 
 One JSON object a line, appended and flushed per record. After a resume the steps after
 the checkpoint are logged again: readers keep the last record per (kind, step) and skip

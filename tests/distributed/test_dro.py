@@ -1,4 +1,4 @@
-"""The proxy DRO pass on CPU/gloo (SPEC.md §2): exact gradient, α dynamics, ranks agree,
+"""The proxy DRO pass on CPU/gloo (docs/algorithms.md §2): exact gradient, α dynamics, ranks agree,
 frozen reference, exact resume, the α* file.
 
 One spawn of two ranks runs everything: a reference on the natural weights, then DRO

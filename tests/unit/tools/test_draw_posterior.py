@@ -53,7 +53,7 @@ def test_worked_example_end_to_end(draw_posterior_tool, files, capsys):
     baseline = load_mixture(static, DOMAINS)
     assert baseline.kind == "static"
     np.testing.assert_allclose(baseline.values, np.array([8.8, 8.6, 8.4, 8.2]) / 34)
-    assert "0.2588" in out and "note (SPEC.md §1 item 7)" in out
+    assert "0.2588" in out and "note (docs/algorithms.md §1.7)" in out
     assert "[0.2353, 0.2941]" in out  # (16/4)/17 and (16/4 + 1)/17
 
 
