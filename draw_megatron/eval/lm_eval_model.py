@@ -210,8 +210,9 @@ class DrawMegatronLM(TemplateLM):
         (``LOCAL_RANK``) when there is one. Collective when torch.distributed is initialised.
         """
         file = model_file(pretrained)
+        cfg = read_model_config(file)
         tok = Tokenizer(tokenizer_path(pretrained, tokenizer))
-        check_vocabulary(read_model_config(file), tok)
+        check_vocabulary(cfg, tok)
         where = torch.device(device) if device else default_device()
         torch_dtype = getattr(torch, dtype) if dtype else (
             torch.bfloat16 if where.type == "cuda" else torch.float32)
