@@ -103,9 +103,10 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         max_length=args.max_length, device=args.device, dtype=args.dtype)
     results = tasks.run_tasks(lm, loaded, manager, limit=args.limit,
                               bootstrap_iters=args.bootstrap_iters)
-    print(f"throughput: {lm.num_requests} requests in {lm.seconds:.2f} s = "
-          f"{lm.requests_per_second:.1f} requests/s (TP {lm.topology.tp_size} x "
-          f"DP {lm.topology.dp_size}, batch {lm.batch_size})", flush=True)
+    if _global_rank() == 0:
+        print(f"throughput: {lm.num_requests} requests in {lm.seconds:.2f} s = "
+              f"{lm.requests_per_second:.1f} requests/s (TP {lm.topology.tp_size} x "
+              f"DP {lm.topology.dp_size}, batch {lm.batch_size})", flush=True)
     if results is not None:
         results["draw_megatron"] = {"requests": lm.num_requests, "seconds": lm.seconds,
                                     "requests_per_second": lm.requests_per_second,

@@ -34,6 +34,7 @@ forward over at most ``max_length`` tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -69,6 +70,7 @@ logger = get_logger(__name__)
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_GEN_TOKS = 256
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
 class EvalModelError(ValueError):
@@ -154,7 +156,8 @@ def load_model(file: str, topology: ParallelTopology, device: torch.device,
 
     Collective over the TP group only through the process groups the topology built.
     """
-    cfg = read_model_config(file)
+    # The attention kernel is not part of the file's maths: "auto" runs wherever we load.
+    cfg = dataclasses.replace(read_model_config(file), attention="auto")
     model = GPT(cfg, topology, device="meta")  # no initialisation: the file overwrites it
     materialize_(model, device)
     model.to(dtype)
@@ -181,15 +184,11 @@ class DrawMegatronLM(TemplateLM):
         """
         super().__init__()
         check_vocabulary(module.cfg, tokenizer)
-        if int(batch_size) < 1:
-            raise EvalModelError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.module, self.topology, self.tokenizer = module, topology, tokenizer
         self.cfg: ModelConfig = module.cfg
-        self.batch_size = int(batch_size)
-        self._max_length = int(max_length or self.cfg.seq_len)
-        self.max_gen_toks = int(max_gen_toks)
-        if self._max_length < 2:
-            raise EvalModelError(f"max_length must be at least 2, got {self._max_length}")
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self._max_length = _positive_int("max_length", max_length or self.cfg.seq_len, least=2)
+        self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.source = source
         self._device = next(module.parameters()).device
         # Sequence parallelism splits the sequence over TP ranks: lengths must divide.
@@ -213,13 +212,15 @@ class DrawMegatronLM(TemplateLM):
         cfg = read_model_config(file)
         tok = Tokenizer(tokenizer_path(pretrained, tokenizer))
         check_vocabulary(cfg, tok)
+        if dtype is not None and dtype not in DTYPES:
+            raise EvalModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         where = torch.device(device) if device else default_device()
-        torch_dtype = getattr(torch, dtype) if dtype else (
+        torch_dtype = DTYPES[dtype] if dtype else (
             torch.bfloat16 if where.type == "cuda" else torch.float32)
-        topology = ParallelTopology.from_dist(tp=int(tp))
+        topology = ParallelTopology.from_dist(tp=_positive_int("tp", tp))
         module = load_model(file, topology, where, torch_dtype)
         logger.info("loaded %s (%s, %s) for lm-eval: %s", file, where, torch_dtype, topology)
-        return cls(module, topology, tok, batch_size=int(batch_size or DEFAULT_BATCH_SIZE),
+        return cls(module, topology, tok, batch_size=batch_size or DEFAULT_BATCH_SIZE,
                    max_length=max_length, max_gen_toks=max_gen_toks, source=file)
 
     # lm-eval's registry builds models through these two: route them to from_pretrained.
@@ -453,3 +454,14 @@ class DrawMegatronLM(TemplateLM):
         ids = torch.where(best == top, index + start, torch.full_like(index, 2**62))
         dist.all_reduce(ids, op=dist.ReduceOp.MIN, group=group)
         return ids
+
+
+def _positive_int(name: str, value: object, least: int = 1) -> int:
+    """``value`` as an int of at least ``least`` (lm-eval passes model_args as strings)."""
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < least or isinstance(value, bool):
+        raise EvalModelError(f"{name} must be an integer >= {least}, got {value!r}")
+    return number

@@ -123,6 +123,7 @@ def run_tasks(lm: LM, tasks: Sequence[Task | Group], manager: TaskManager, *,
     from lm_eval.evaluator import simple_evaluate
 
     return simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=None, limit=limit,
+                           batch_size=getattr(lm, "batch_size", None),
                            bootstrap_iters=bootstrap_iters, task_manager=manager,
                            log_samples=False)
 
