@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import datasets
+import huggingface_hub
 import pytest
 
 from draw_megatron.eval.lm_eval_model import DrawMegatronLM
@@ -124,9 +126,11 @@ def test_no_task_and_existing_out(tool, tiny_run, tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
-def test_suites_use_lm_evals_task_names_and_name_missing_datasets():
+def test_suites_use_lm_evals_task_names_and_name_missing_datasets(monkeypatch, tmp_path):
     """lm-eval's own index (tens of seconds to build): every suite name is a task or group
-    there, and offline the DGA suite stops at MMLU's first dataset, named."""
+    there, and offline, with empty caches, the DGA suite stops at MMLU's first dataset."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     manager = task_manager()
     known = set(manager.all_tasks)
     assert {spec.name for suite in SUITES.values() for spec in suite} <= known

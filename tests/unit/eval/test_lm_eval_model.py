@@ -162,6 +162,10 @@ def test_bad_model_paths_are_named(tiny_run, tmp_path):
     os.link(os.path.join(tiny_run, "model.safetensors"), alone / "model.safetensors")
     with pytest.raises(EvalModelError, match="no config.yaml beside it.*--tokenizer"):
         DrawMegatronLM.from_pretrained(str(alone / "model.safetensors"))
+    with pytest.raises(EvalModelError, match="batch_size must be an integer >= 1, got 'auto'"):
+        DrawMegatronLM.from_pretrained(tiny_run, batch_size="auto")
+    with pytest.raises(EvalModelError, match="dtype must be one of"):
+        DrawMegatronLM.from_pretrained(tiny_run, dtype="int8")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(EvalModelError, match="is not a safetensors file"):
         DrawMegatronLM.from_pretrained(str(tmp_path / "junk.safetensors"), tokenizer="x")
