@@ -4,7 +4,7 @@
     python tools/eval_lm.py RUN_DIR --suite draw --out RUN_DIR/lm_eval/final
     python tools/eval_lm.py model.safetensors --tokenizer sp.model --tasks arc_challenge,boolq \\
         --num-fewshot 5 --limit 100 --out eval_out
-    torchrun --nproc_per_node 4 tools/eval_lm.py RUN_DIR --tp 2 --suite dga --out DIR   # TP 2 x DP 2
+    torchrun --nproc_per_node 4 tools/eval_lm.py RUN_DIR --tp 2 --suite dga --out DIR  # TP2 x DP2
 
 RUN_DIR is a run directory holding the consolidated ``model.safetensors`` (its tokenizer is
 found through config.yaml's data root), MODEL a consolidated file (with ``--tokenizer``

@@ -302,8 +302,8 @@ class DrawMegatronLM(TemplateLM):
     def _scoring_row(self, context: list[int], continuation: list[int]) -> tuple[list[int], int]:
         """(the last max_length + 1 tokens of context + continuation, continuation length)."""
         if len(continuation) > self.max_length:
-            raise ValueError(f"a continuation of {len(continuation)} tokens is longer than "
-                             f"the model's context of {self.max_length}")
+            raise EvalModelError(f"a continuation of {len(continuation)} tokens is longer than "
+                                 f"the model's context of {self.max_length}")
         return (context + continuation)[-(self.max_length + 1):], len(continuation)
 
     def _score(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:

@@ -103,7 +103,8 @@ def _dataset_error(requested: str, exc: BaseException) -> TaskError | None:
             continue
         cfg = task.config
         if cfg.dataset_path:
-            dataset = repr(cfg.dataset_path) + (f" ({cfg.dataset_name})" if cfg.dataset_name else "")
+            subset = f" ({cfg.dataset_name})" if cfg.dataset_name else ""
+            dataset = repr(cfg.dataset_path) + subset
         else:
             dataset = f"from {getattr(cfg.custom_dataset, '__name__', cfg.custom_dataset)!r}"
         via = f" (part of {requested!r})" if cfg.task != requested else ""

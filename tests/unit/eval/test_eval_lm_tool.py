@@ -49,7 +49,8 @@ def test_local_tasks_end_to_end(tool, tiny_run, tmp_path, capsys):
     with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
         results = json.load(fh)
     scores = results["results"]
-    assert scores["draw_tiny_gen"]["sample_len"] == 10 and "exact_match,none" in scores["draw_tiny_gen"]
+    assert scores["draw_tiny_gen"]["sample_len"] == 10
+    assert "exact_match,none" in scores["draw_tiny_gen"]
     assert scores["draw_tiny_text"]["bits_per_byte,none"] > 0
     # 10 docs x 4 choices, 10 generations, 4 texts.
     assert results["draw_megatron"]["requests"] == 54

@@ -72,6 +72,9 @@ def test_long_context_is_truncated_from_the_left(tiny_run):
     num_cont = len(whole) - len(tok.encode(context))
     want = -_losses(lm.module, whole[-13:])[-num_cont:].double().sum().item()
     assert len(whole) > 13 and abs(logprob - want) <= TOL
+    with pytest.raises(EvalModelError, match="continuation of .* tokens is longer than the "
+                                             "model's context of 12"):
+        lm.loglikelihood(requests("loglikelihood", [("x", continuation * 4)]))
 
 
 def test_rolling_loglikelihood_sums_disjoint_windows(lm):
