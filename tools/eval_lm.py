@@ -8,7 +8,7 @@
 
 RUN_DIR is a run directory holding the consolidated ``model.safetensors`` (its tokenizer is
 found through config.yaml's data root), MODEL a consolidated file (with ``--tokenizer``
-unless a config.yaml sits beside it). ``--suite draw`` = MMLU, MMLU-Pro, NQ-open,
+unless a config.yaml sits beside it). ``--suite draw`` = MMLU, MMLU-Pro, NQ-open and
 ARC-Challenge 5-shot, GSM8K 10-shot, BoolQ, DROP 0-shot; ``--suite dga`` = MMLU.
 ``--include-path DIR`` adds local YAML tasks (``--only-include-path``: without lm-eval's
 own index, which takes tens of seconds to build).

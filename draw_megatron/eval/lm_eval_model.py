@@ -151,13 +151,17 @@ def default_device() -> torch.device:
 
 
 def load_model(file: str, topology: ParallelTopology, device: torch.device,
-               dtype: torch.dtype) -> GPT:
+               dtype: torch.dtype, eos_id: int) -> GPT:
     """The consolidated model in ``file``, sharded for ``topology``, in eval mode.
 
-    Collective over the TP group only through the process groups the topology built.
+    ``eos_id`` (the tokenizer's) ends documents under a document mask when the file's
+    config does not name one. Collective over the TP group only through the process groups
+    the topology built.
     """
+    cfg = read_model_config(file)
     # The attention kernel is not part of the file's maths: "auto" runs wherever we load.
-    cfg = dataclasses.replace(read_model_config(file), attention="auto")
+    cfg = dataclasses.replace(cfg, attention="auto",
+                              eos_id=eos_id if cfg.eos_id is None else cfg.eos_id)
     model = GPT(cfg, topology, device="meta")  # no initialisation: the file overwrites it
     materialize_(model, device)
     model.to(dtype)
@@ -218,7 +222,7 @@ class DrawMegatronLM(TemplateLM):
         torch_dtype = DTYPES[dtype] if dtype else (
             torch.bfloat16 if where.type == "cuda" else torch.float32)
         topology = ParallelTopology.from_dist(tp=_positive_int("tp", tp))
-        module = load_model(file, topology, where, torch_dtype)
+        module = load_model(file, topology, where, torch_dtype, tok.eos_id)
         logger.info("loaded %s (%s, %s) for lm-eval: %s", file, where, torch_dtype, topology)
         return cls(module, topology, tok, batch_size=batch_size or DEFAULT_BATCH_SIZE,
                    max_length=max_length, max_gen_toks=max_gen_toks, source=file)

@@ -35,8 +35,8 @@ class TaskSpec:
 
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
-    # The DRAW paper's downstream set.
-    "draw": (TaskSpec("mmlu"), TaskSpec("mmlu_pro"), TaskSpec("nq_open"),
+    # The DRAW paper's downstream set and shots (docs/algorithms.md §5; BoolQ has none given).
+    "draw": (TaskSpec("mmlu", 5), TaskSpec("mmlu_pro", 5), TaskSpec("nq_open", 5),
              TaskSpec("arc_challenge", 5), TaskSpec("gsm8k", 10), TaskSpec("boolq"),
              TaskSpec("drop", 0)),
     # The DGA paper's.

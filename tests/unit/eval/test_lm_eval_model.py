@@ -63,6 +63,24 @@ def test_loglikelihood_is_the_models_own_loss(lm):
         assert greedy == want_greedy
 
 
+def test_document_mask_model_gets_the_tokenizers_eos(demo_tokenizer_path, tmp_path):
+    """A document-masked model whose file names no EOS id: loading takes the tokenizer's, and
+    the EOS that conditions an empty context ends a document as in training."""
+    single = ParallelTopology.single()
+    masked = GPT(tiny_config(attention_mask="document", eos_id=2), single, seed=5)
+    save_consolidated(str(tmp_path), masked, single, tiny_config(attention_mask="document"))
+    lm = DrawMegatronLM.from_pretrained(str(tmp_path / "model.safetensors"),
+                                        tokenizer=demo_tokenizer_path)
+    assert lm.cfg.eos_id == lm.tokenizer.eos_id == 2
+    reqs, tok = loglikelihood_requests(), lm.tokenizer
+    for (context, continuation), (logprob, _) in zip((r.args for r in reqs),
+                                                     lm.loglikelihood(reqs)):
+        whole = tok.encode(context + continuation) if context else [2] + tok.encode(continuation)
+        num_cont = len(whole) - (len(tok.encode(context)) if context else 1)
+        want = -_losses(masked, whole)[-num_cont:].double().sum().item()
+        assert abs(logprob - want) <= TOL
+
+
 def test_long_context_is_truncated_from_the_left(tiny_run):
     lm = DrawMegatronLM.from_pretrained(tiny_run, max_length=12)
     tok = lm.tokenizer
