@@ -36,10 +36,11 @@ setup(
         # rope_parameters config layout and TokenizersBackend of transformers 5.
         "transformers>=5.24,<6",
         "tokenizers>=0.23",
+        # Downstream evaluation (draw_megatron/eval/lm_eval_model.py, tools/eval_lm.py).
+        "lm-eval>=0.4.13,<0.5",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
-        "eval": ["lm-eval>=0.4.8"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
     },
 )
