@@ -13,7 +13,8 @@ one domain of it (`test:Domain Name`), or a folder of Pile-format jsonl(.zst) do
 (converted once with the run's tokenizer, cached under run.dir). Writes `dga` records to
 metrics.jsonl, and at the end <run.dir>/dga_alpha_star.json (the mean sampling weights: a
 static mixture file, usable as α* by tools/draw_posterior.py) and dga_trajectory.json.
-Defaults: passes=[dga], mixture.kind=online (mixture.kind=online_draw makes the alignment
+Its keys (over the YAML's; the command line may change them): passes=[dga],
+mixture.kind=online (mixture.kind=online_draw on the command line makes the alignment
 weights evidence for an online DRAW Dirichlet instead). ZeRO stages 0-2. Arguments,
 --dry-run, --export and resume as in pretrain_main.py.
 """
@@ -24,11 +25,11 @@ import sys
 
 from draw_megatron.train.launcher import parse_args, run
 
-DEFAULTS = {"passes": "[dga]", "mixture.kind": "online"}
+KEYS = {"passes": "[dga]", "mixture.kind": "online"}
 
 
 def main(argv=None) -> int:
-    return run(parse_args(argv, description=__doc__), defaults=DEFAULTS)
+    return run(parse_args(argv, description=__doc__), launcher_keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ weights α, α_0 drawn from the DRAW prior Dir((√n1/k)·1), α updated from th
 excess loss over the frozen reference (launch/train_reference.py; the same model config).
 Writes `dro` records to metrics.jsonl, and at the end <run.dir>/alpha_star.json (a static
 mixture file: the mean of α_1 … α_T, with provenance) and <run.dir>/dro_trajectory.json.
-Defaults (the YAML or the command line may change them): passes=[dro], mixture.kind=online
-(α is the pass's; the mixture only reports it). Arguments, --dry-run, --export and resume
+Its keys (over the YAML's; the command line may change them): passes=[dro],
+mixture.kind=online (α is the pass's; the mixture only reports it). Arguments, --dry-run, --export and resume
 as in pretrain_main.py.
 """
 
@@ -20,11 +20,11 @@ import sys
 
 from draw_megatron.train.launcher import parse_args, run
 
-DEFAULTS = {"passes": "[dro]", "mixture.kind": "online"}
+KEYS = {"passes": "[dro]", "mixture.kind": "online"}
 
 
 def main(argv=None) -> int:
-    return run(parse_args(argv, description=__doc__), defaults=DEFAULTS)
+    return run(parse_args(argv, description=__doc__), launcher_keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
         --config configs/experiments/reference_cpu.yaml [key=value ...]
 
 The same launcher as pretrain_main.py (arguments, --dry-run, --export, resume) with
-defaults passes=[] and mixture.kind=natural. The run ends with <run.dir>/model.safetensors, which
+the keys passes=[] and mixture.kind=natural (over the YAML's; the command line may
+change them). The run ends with <run.dir>/model.safetensors, which
 launch/proxy_dro.py reads as dro.reference (give the proxy the same model config).
 """
 
@@ -15,11 +16,11 @@ import sys
 
 from draw_megatron.train.launcher import parse_args, run
 
-DEFAULTS = {"passes": "[]", "mixture.kind": "natural"}
+KEYS = {"passes": "[]", "mixture.kind": "natural"}
 
 
 def main(argv=None) -> int:
-    return run(parse_args(argv, description=__doc__), defaults=DEFAULTS)
+    return run(parse_args(argv, description=__doc__), launcher_keys=KEYS)
 
 
 if __name__ == "__main__":

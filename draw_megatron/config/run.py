@@ -238,8 +238,15 @@ class EvalConfig(Config):
     split: str | None = None
     """Split to evaluate; null: data.eval_split."""
 
+    lm_tasks: list[str] = field(default_factory=list)
+    """lm-eval tasks evaluated on the live model during training (off when empty; the
+    ``lm_eval`` section has the finer settings)."""
+
+    lm_every: int = 0
+    """Steps between in-loop lm-eval evaluations; 0: only after the last step."""
+
     def validate(self, prefix: str | None = None) -> None:
-        check_non_negative(self, prefix, "every")
+        check_non_negative(self, prefix, "every", "lm_every")
         check_positive(self, prefix, "sequences_per_domain")
 
 
@@ -331,6 +338,12 @@ class RunConfig(Config):
         raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     @property
+    def active_passes(self) -> list[str]:
+        """``passes`` plus those implied by other settings (``lm_eval`` by eval.lm_tasks)."""
+        implied = ["lm_eval"] if self.eval.lm_tasks and "lm_eval" not in self.passes else []
+        return [*self.passes, *implied]
+
+    @property
     def run_name(self) -> str:
         """run.name, or the run directory's base name."""
         return self.run.name or os.path.basename(os.path.normpath(self.run.dir))
@@ -393,21 +406,12 @@ class RunConfig(Config):
 
 
 def load_run_config(yaml_path: str, overrides: Sequence[str] = (),
-                    defaults: Sequence[str] = ()) -> RunConfig:
+                    launcher_keys: Sequence[str] = ()) -> RunConfig:
     """Read ``yaml_path``, apply ``dotted.key=value`` overrides, build and validate().
 
-    Precedence: ``defaults`` (a launcher's, e.g. ``passes=[dro]``) < model preset < YAML
-    field < command-line override (later overrides win).
+    Precedence: model preset < YAML field < ``launcher_keys`` (what a launch script is for,
+    e.g. ``passes=[dro]`` for launch/proxy_dro.py, so any base config serves it) <
+    command-line override (later overrides win).
     """
-    yaml_tree = load_yaml(yaml_path)
-    unset = [d for d in defaults if not _is_set(yaml_tree, d.partition("=")[0].split("."))]
-    raw = apply_overrides(RunConfig, yaml_tree, [*unset, *overrides])
+    raw = apply_overrides(RunConfig, load_yaml(yaml_path), [*launcher_keys, *overrides])
     return RunConfig.from_dict(raw, prefix="")
-
-
-def _is_set(tree: dict, parts: list[str]) -> bool:
-    for part in parts:
-        if not isinstance(tree, dict) or part not in tree:
-            return False
-        tree = tree[part]
-    return True

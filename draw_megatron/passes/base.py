@@ -165,7 +165,8 @@ class PassConfig(Config):
         self.validate(self.SECTION)
         check_mixture_role(self.PASS, run_cfg.mixture.kind)
 
-    def build(self) -> StepPass:
+    def build(self, run_cfg: RunConfig | None = None) -> StepPass:
+        """The pass; ``run_cfg`` for the few that read settings of other sections."""
         return self.PASS(self)
 
 

@@ -26,6 +26,7 @@ PASSES: dict[str, str] = {
     "alignment_monitor": "draw_megatron.passes.dga:AlignmentMonitorConfig",
     "dro_evidence": "draw_megatron.passes.dro_evidence:DROEvidenceConfig",
     "odm": "draw_megatron.passes.odm:ODMConfig",
+    "lm_eval": "draw_megatron.passes.lm_eval:LMEvalConfig",
 }
 
 
@@ -58,7 +59,7 @@ def check_passes(run_cfg: RunConfig, manifest: Manifest) -> None:
     from draw_megatron.mixture.kinds import KINDS
     from draw_megatron.passes.base import check_roles
 
-    names = list(run_cfg.passes)
+    names = run_cfg.active_passes
     check_names(names)
     classes = section_classes()
     try:
@@ -75,5 +76,5 @@ def check_passes(run_cfg: RunConfig, manifest: Manifest) -> None:
 
 
 def build_passes(run_cfg: RunConfig) -> list[StepPass]:
-    """The run's passes, in the order listed."""
-    return [run_cfg.section(name).build() for name in run_cfg.passes]
+    """The run's passes, in the order listed (implied ones last)."""
+    return [run_cfg.section(name).build(run_cfg) for name in run_cfg.active_passes]

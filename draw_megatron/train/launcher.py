@@ -1,7 +1,7 @@
 """The launch scripts' shared entry: parse arguments, build the config, check everything
 that needs no process group (layout, data, step passes, mixture file), then train or
-export. ``launch/*.py`` are this function with their own defaults (a pass list and a
-mixture kind); they hold no logic of their own.
+export. ``launch/*.py`` are this function with their own keys (a pass list and a mixture
+kind); they hold no logic of their own.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, *, defaults: dict[str, str] | None = None) -> int:
+def run(args: argparse.Namespace, *, launcher_keys: dict[str, str] | None = None) -> int:
     """Parse the config, check it (passes included) before any process group, then train
-    (or export). ``defaults``: a launcher's keys, used where the YAML does not set them
-    (command-line overrides win over both)."""
+    (or export). ``launcher_keys``: what the launch script is for (its pass list and mixture
+    kind); they win over the YAML, and command-line overrides win over them."""
     from draw_megatron.config.base import ConfigError, dump_yaml
     from draw_megatron.config.run import load_run_config
     from draw_megatron.data.manifest import Manifest, ManifestError
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, *, defaults: dict[str, str] | None = None) -> 
     world_size = world_size_from_env()
     try:
         cfg = load_run_config(args.config, args.overrides,
-                              [f"{k}={v}" for k, v in (defaults or {}).items()])
+                              [f"{k}={v}" for k, v in (launcher_keys or {}).items()])
         cfg.validate_layout(world_size)  # before any process group exists
         manifest = Manifest.load(cfg.data.root)
         check_config_against_data(cfg, manifest)

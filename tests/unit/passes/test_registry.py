@@ -34,11 +34,22 @@ def _cfg(manifest, tmp_path, **tree) -> RunConfig:
     return RunConfig.from_dict({**base, **tree})
 
 
-def test_every_entry_resolves_to_its_section_and_pass():
+def test_every_entry_resolves_to_its_section_and_pass(manifest, tmp_path):
     classes = registry.section_classes()
     assert set(classes) == set(registry.PASSES)
+    cfg = _cfg(manifest, tmp_path, eval={"lm_tasks": ["x"]})
     for name, cls in classes.items():
-        assert cls.SECTION == name and cls.PASS.name == name and cls().build().name == name
+        assert cls.SECTION == name and cls.PASS.name == name
+        assert cls().build(cfg).name == name
+
+
+def test_lm_tasks_imply_the_lm_eval_observer(manifest, tmp_path):
+    assert _cfg(manifest, tmp_path).active_passes == []
+    cfg = _cfg(manifest, tmp_path, passes=["odm"], mixture={"kind": "online"},
+               eval={"lm_tasks": ["arc_easy"], "lm_every": 5})
+    assert cfg.active_passes == ["odm", "lm_eval"]
+    (_, lm) = registry.build_passes(cfg)
+    assert (lm.task_names, lm.every, lm.last_step) == (["arc_easy"], 5, cfg.train.steps)
 
 
 def test_a_composition_of_an_owner_and_an_observer_passes(manifest, tmp_path, reference):
