@@ -221,11 +221,16 @@ def _check_probe_size(num: int) -> int:
     return int(num)
 
 
+def check_stratifiable_size(num_domains: int, global_batch: int) -> None:
+    """ValueError unless a global batch can hold every domain (stratified batches)."""
+    if global_batch < num_domains:
+        raise ValueError(f"train.global_batch={global_batch} is smaller than the {num_domains} "
+                         "domains: a stratified batch holds at least one sequence of every "
+                         "domain")
+
+
 def _check_stratifiable(data: DomainData, global_batch: int) -> None:
-    k = data.num_domains
-    if global_batch < k:
-        raise ValueError(f"train.global_batch={global_batch} is smaller than the {k} domains: "
-                         "a stratified batch holds at least one sequence of every domain")
+    check_stratifiable_size(data.num_domains, global_batch)
     empty = [name for name, n in zip(data.manifest.domain_names, data.num_sequences) if n == 0]
     if empty:
         raise ValueError(f"stratified batches take every domain, but {empty} have no sequence "

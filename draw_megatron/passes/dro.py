@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 import torch
 
-from draw_megatron.config.base import check_positive, join_key, require
+from draw_megatron.config.base import ConfigError, check_positive, join_key, require
 from draw_megatron.losses import DomainLoss
 from draw_megatron.mixture.draw import prior_concentration
 from draw_megatron.mixture.dro import DROState, excess_loss
@@ -97,10 +97,12 @@ def check_reference(reference: str | None, key: str) -> None:
 
 def check_stratifiable(run_cfg: RunConfig, manifest: Manifest) -> None:
     """A stratified batch holds every domain: ConfigError if the global batch is smaller."""
-    k = manifest.num_domains
-    require(run_cfg.train.global_batch >= k,
-            f"train.global_batch={run_cfg.train.global_batch} is smaller than the {k} domains: "
-            "a stratified batch holds every domain")
+    from draw_megatron.data.loader import check_stratifiable_size
+
+    try:
+        check_stratifiable_size(manifest.num_domains, run_cfg.train.global_batch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def token_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
