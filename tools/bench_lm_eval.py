@@ -42,7 +42,7 @@ def main(argv=None) -> int:
 
     tasks = [t for t in args.tasks.split(",") if t]
     ours = DrawMegatronLM.from_pretrained(args.run_dir, batch_size=args.batch_size,
-                                          device=torch.device(args.device), dtype=torch.float32)
+                                          device=torch.device(args.device), dtype="float32")
     with tempfile.TemporaryDirectory() as tmp:
         hf = hf_model(export_hf(args.run_dir, os.path.join(tmp, "hf")), args.batch_size,
                       ours.max_length, ours.eot_token_id, device=args.device)

@@ -199,6 +199,10 @@ class TrainConfig(Config):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Training precision; auto: bf16 on a GPU that supports it, else fp32."""
 
+    compile: bool = False
+    """torch.compile each transformer block (in place, per block, as torchtitan does:
+    parameter names and checkpoints unchanged); ZeRO 0-2."""
+
     nonfinite: Literal["stop", "skip"] = "stop"
     """A step whose loss is inf/NaN: stop (checkpoint the last good state, exit non-zero,
     naming the step and domains) or skip it (no update; the batch counts as consumed)."""
@@ -364,6 +368,9 @@ class RunConfig(Config):
         require(self.train.nonfinite != "skip" or self.zero.stage in (1, 2),
                 f"train.nonfinite=skip needs zero.stage 1 or 2 (DeepSpeed withholds a "
                 f"non-finite update only there); zero.stage={self.zero.stage}: use stop")
+        require(not self.train.compile or self.zero.stage <= 2,
+                f"train.compile=true supports zero.stage 0-2 (ZeRO-3 gathers parameters in "
+                f"hooks that compiled blocks do not run); zero.stage={self.zero.stage}")
         require(vocab % tp == 0,
                  f"parallel.tp={tp} does not divide the padded vocabulary {vocab} "
                  f"(model.vocab_size={self.model.vocab_size} rounded up to a multiple of "

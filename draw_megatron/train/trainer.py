@@ -73,6 +73,8 @@ class Trainer:
         self.model_cfg = model_cfg = model_config_for_data(cfg, self.manifest)
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
                     seed=cfg.run.seed, device=env.device)
+        if cfg.train.compile:
+            compile_blocks(model)
         self.engine = build_engine(model, cfg, topology, env.on_gpu)
         if hasattr(self.engine.optimizer, "check_grad_overflow"):
             # ZeRO 1/2: withhold an update whose gradients are inf/NaN, in every precision
@@ -380,6 +382,14 @@ def is_due(step: int, every: int, last_step: int) -> bool:
     """Whether a periodic action (log, eval, checkpoint) runs after ``step``: every
     ``every`` steps (0: never periodically) and always at the last step."""
     return step == last_step or (every > 0 and step % every == 0)
+
+
+def compile_blocks(model: GPT) -> None:
+    """torch.compile every transformer block in place (``nn.Module.compile``: the module and
+    its parameter names stay as they are, so DeepSpeed, checkpoints and the consolidated
+    export see the same model). Collectives inside a block (TP) are graph breaks."""
+    for block in model.blocks:
+        block.compile()
 
 
 def model_config_for_data(cfg: RunConfig, manifest: Manifest):
