@@ -4,6 +4,10 @@ Domain d's item j is global index ``offsets[d] + j``. One object per split, neve
 domain: each StreamingDataset holds shared memory, and DGA runs k = 4,096 domains.
 Construction is collective when torch.distributed is initialised (the library synchronises
 local ranks with barriers), so every rank opens the same splits in the same order.
+
+A remote root's domains are streams with a remote URL and a local cache folder: opening the
+split downloads each domain's index.json, and ``ds[i]`` downloads the shard holding item i
+the first time it is read (random access needs no iteration state), then reads it locally.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import gc
 import numpy as np
 from streaming import Stream, StreamingDataset
 
+from draw_megatron.data import remote
 from draw_megatron.data.manifest import Manifest, ManifestError
 
 
@@ -26,10 +31,7 @@ class DomainData:
         present = np.flatnonzero(self.num_sequences > 0)
         if present.size == 0:
             raise ManifestError(f"split {split!r} of {manifest.root} holds no sequence")
-        streams = [Stream(local=manifest.domain_dir(split, int(d))) for d in present]
-        # batch_size is required by the library's partitioning even though only random
-        # access (ds[i]) is used here.
-        self._ds = StreamingDataset(streams=streams, shuffle=False, batch_size=1)
+        self._ds = _open(manifest, split, present)
         self.offsets = np.full(manifest.num_domains, -1, dtype=np.int64)
         self.offsets[present] = np.asarray(self._ds.sample_offset_per_stream[: present.size])
         on_disk = np.asarray(self._ds.samples_per_stream[: present.size])
@@ -64,3 +66,21 @@ class DomainData:
         """Release the dataset so the same folders can be opened again in this process."""
         self._ds = None
         gc.collect()
+
+
+def _open(manifest: Manifest, split: str, present: np.ndarray) -> StreamingDataset:
+    """ONE StreamingDataset over the domains ``present`` of ``split``."""
+    streams = [Stream(remote=manifest.domain_remote(split, int(d)),
+                      local=manifest.domain_dir(split, int(d))) for d in present]
+    try:
+        # batch_size is required by the library's partitioning even though only random
+        # access (ds[i]) is used here.
+        return StreamingDataset(streams=streams, shuffle=False, batch_size=1,
+                                cache_limit=manifest.cache_limit)
+    except Exception as exc:
+        if not manifest.is_remote:
+            raise
+        # The library reports a failed download with its own long text; one line instead.
+        where = remote.join(manifest.root, split)
+        raise ManifestError(f"cannot open split {split!r}: "
+                            f"{remote.describe_error(exc, where)}") from exc

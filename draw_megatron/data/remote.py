@@ -1,0 +1,183 @@
+"""Data roots on object storage (``s3://bucket/prefix``, ``gs://...``): URLs, reads, uploads.
+
+Shards move through the MDS library's own storage layer (its uploaders when converting, its
+downloaders and cache when reading); this module adds what the library leaves out: reading
+one small object (manifest.json, the tokenizer) with errors that name the bucket and key,
+uploading one file, and deleting an old dataset before ``--overwrite`` replaces it.
+
+Credentials come only from the environment or the standard AWS files (boto3's own chain);
+the S3 endpoint from ``S3_ENDPOINT_URL`` (what the library reads) or ``AWS_ENDPOINT_URL``
+(what boto3 reads). No message here ever holds a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+import urllib.parse
+from typing import Any
+
+
+class RemoteError(ValueError):
+    """An object-storage read or write that failed; the message is one line naming the URL."""
+
+
+def scheme(path: str) -> str:
+    """The URL scheme of ``path`` ('s3', 'gs', ...); '' for a local path."""
+    found = urllib.parse.urlparse(path).scheme
+    # One letter is a Windows drive, not a scheme; file:// is local.
+    return found if len(found) > 1 and found != "file" else ""
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL of object storage rather than a local path."""
+    return bool(scheme(path))
+
+
+def join(root: str, *parts: str) -> str:
+    """``root`` joined with ``parts``: '/'-separated for URLs, os.path for local paths."""
+    if is_remote(root):
+        return posixpath.join(root.rstrip("/"), *parts)
+    return os.path.join(root, *parts)
+
+
+def bucket_and_key(url: str) -> tuple[str, str]:
+    """('bucket', 'path/in/bucket') of ``scheme://bucket/path/in/bucket``."""
+    parsed = urllib.parse.urlparse(url)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client on the configured endpoint (None: boto3's default, which itself
+    honours AWS_ENDPOINT_URL)."""
+    from boto3.session import Session
+
+    endpoint = os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return Session().client("s3", endpoint_url=endpoint)
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """One line saying why an access to ``url`` failed, without any credential."""
+    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
+                                     PartialCredentialsError)
+
+    bucket, key = bucket_and_key(url)
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code == "NoSuchBucket":
+            return f"bucket {bucket!r} does not exist (reading {url})"
+        if code in ("NoSuchKey", "404"):
+            return f"no object {key!r} in bucket {bucket!r} ({url})"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
+                    "ExpiredToken", "InvalidToken"):
+            return (f"access to {url} refused ({code}): check the credentials "
+                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws)")
+        return f"cannot access {url}: {code or type(exc).__name__}"
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return (f"no usable credentials to read {url}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / ~/.aws/credentials")
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach the S3 endpoint for {url} ({exc.kwargs.get('endpoint_url')})"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"cannot access {url}: {type(exc).__name__}{': ' + first if first else ''}"
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError, OSError, ValueError)
+
+
+def read_bytes(url: str) -> bytes:
+    """The content of one object. S3 is read with boto3 (for errors that name the bucket
+    and key); other schemes through the MDS library's downloader."""
+    try:
+        if scheme(url) == "s3":
+            bucket, key = bucket_and_key(url)
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        with tempfile.TemporaryDirectory(prefix="draw-remote-") as tmp:
+            local = os.path.join(tmp, posixpath.basename(url) or "object")
+            _library_download(url, local)
+            with open(local, "rb") as fh:
+                return fh.read()
+    except _storage_errors() as exc:
+        raise RemoteError(describe_error(exc, url)) from None
+
+
+def download(url: str, local: str) -> None:
+    """Copy one object to ``local``, atomically (a reader never sees a partial file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(local)}.tmp-",
+                               dir=os.path.dirname(os.path.abspath(local)))
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(read_bytes(url))
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _library_download(url: str, local: str) -> None:
+    from streaming.base.storage.download import CloudDownloader
+
+    CloudDownloader.direct_download(url, local)
+
+
+def exists(url: str) -> bool:
+    """Whether an object exists at ``url`` (a missing bucket raises RemoteError)."""
+    try:
+        read_bytes(url)
+    except RemoteError as exc:
+        if str(exc).startswith("no object "):
+            return False
+        raise
+    return True
+
+
+def list_keys(root: str) -> list[str]:
+    """Keys under the prefix ``root`` (S3 only), as full keys."""
+    bucket, prefix = bucket_and_key(root)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                       Prefix=prefix)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    except _storage_errors() as exc:
+        raise RemoteError(describe_error(exc, root)) from None
+
+
+def delete_prefix(root: str, first: str) -> None:
+    """Delete every object under ``root`` (S3 only), the key ``first`` before all others
+    (the manifest: once it is gone no reader takes the rest for a dataset)."""
+    bucket, _ = bucket_and_key(root)
+    client = s3_client()
+    try:
+        client.delete_object(Bucket=bucket, Key=bucket_and_key(join(root, first))[1])
+        keys = list_keys(root)
+        for i in range(0, len(keys), 1000):  # the API's limit per request
+            client.delete_objects(Bucket=bucket, Delete={
+                "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+    except _storage_errors() as exc:
+        raise RemoteError(describe_error(exc, root)) from None
+
+
+def upload_files(remote_dir: str, paths: list[str]) -> None:
+    """Upload local files into ``remote_dir``, one after the other in the given order,
+    through the library's uploader (which copies from a folder of its own)."""
+    from streaming.base.storage.upload import CloudUploader
+
+    with tempfile.TemporaryDirectory(prefix="draw-upload-") as stage:
+        url = remote_dir
+        try:
+            uploader = CloudUploader.get(out=(stage, remote_dir), keep_local=False)
+            for path in paths:
+                name = os.path.basename(path)
+                url = join(remote_dir, name)
+                shutil.copyfile(path, os.path.join(stage, name))
+                uploader.upload_file(name)
+        except _storage_errors() as exc:
+            raise RemoteError(describe_error(exc, url)) from None
