@@ -39,7 +39,7 @@ def check(cfg) -> None:
     if cfg.mixture.file is not None:
         raise ConfigError(f"mixture.file={cfg.mixture.file!r}: the DGA pass starts from the "
                           "natural weights and reads no mixture file; drop mixture.file")
-    manifest = Manifest.load(cfg.data.root)
+    manifest = Manifest.from_config(cfg.data)
     parse_specific(cfg.dga.specific, manifest, train_split=cfg.data.split,
                    eval_split=cfg.eval_split)
     if cfg.dga.basis is not None:

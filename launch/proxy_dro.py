@@ -33,7 +33,7 @@ def check(cfg) -> None:
     if cfg.mixture.file is not None:
         raise ConfigError(f"mixture.file={cfg.mixture.file!r}: the DRO pass draws α_0 from the "
                           "DRAW prior and reads no mixture file; drop mixture.file")
-    k = Manifest.load(cfg.data.root).num_domains
+    k = Manifest.from_config(cfg.data).num_domains
     if cfg.train.global_batch < k:
         raise ConfigError(f"train.global_batch={cfg.train.global_batch} is smaller than the {k} "
                           "domains: a stratified DRO batch holds every domain")
