@@ -19,6 +19,7 @@ from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import MixtureLoader
 from draw_megatron.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 from draw_megatron.data.schedules import build_schedule
+from draw_megatron.train.trainer import check_config_against_data
 from tests.unit.data.s3_server import running_s3_server
 from tests.unit.tools.conftest import load_tool
 
@@ -223,11 +224,16 @@ def test_wrong_credentials_are_one_line_without_secrets(s3, tmp_path, monkeypatc
 
 def test_launch_check_downloads_the_manifest(converted, tmp_path):
     cfg = RunConfig.from_dict({"run": {"dir": str(tmp_path / "run")},
-                               "model": {"preset": "tiny-64"},
+                               "model": {"preset": "tiny-64", "seq_len": SEQ_LEN,
+                                         "vocab_size": 1024},
                                "data": {"root": ROOT, "cache_dir": str(tmp_path / "cache")},
                                "train": {"steps": 2, "global_batch": 8, "micro_batch": 2}},
                               prefix="")
     cfg.validate_layout(1)  # passes: the manifest is there
+    check_config_against_data(cfg)  # the launchers' check against the data's manifest
+    cfg.model.seq_len = 2 * SEQ_LEN
+    with pytest.raises(ConfigError, match=f"but the data at {ROOT} was packed with seq_len 32"):
+        check_config_against_data(cfg)
     cfg.data.root = "s3://no-such-bucket/x"
     with pytest.raises(ConfigError) as err:
         cfg.validate_layout(1)
