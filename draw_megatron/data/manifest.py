@@ -97,18 +97,7 @@ class Manifest:
             raise ManifestError(f"cannot read {url}: {exc}") from None
         key = hashlib.sha256(root.rstrip("/").encode() + b"\n" + data).hexdigest()[:16]
         local_root = os.path.join(os.path.abspath(cache_dir), key)
-        manifest = cls.from_dict(raw, root, local_root=local_root, cache_limit=cache_limit)
-        manifest._cache_tokenizer()
-        return manifest
-
-    def _cache_tokenizer(self) -> None:
-        local = self.tokenizer_path
-        if os.path.isfile(local):
-            return
-        try:
-            remote.download(remote.join(self.root, self.tokenizer["path"]), local)
-        except remote.RemoteError as exc:
-            raise ManifestError(str(exc)) from None
+        return cls.from_dict(raw, root, local_root=local_root, cache_limit=cache_limit)
 
     @classmethod
     def from_dict(cls, raw: dict, root: str, local_root: str = "",
@@ -150,8 +139,14 @@ class Manifest:
 
     @property
     def tokenizer_path(self) -> str:
-        """A local file (for a remote root, its copy in the cache)."""
-        return os.path.join(self.local_root, self.tokenizer["path"])
+        """A local file; for a remote root its copy in the cache, downloaded on first use."""
+        local = os.path.join(self.local_root, self.tokenizer["path"])
+        if self.is_remote and not os.path.isfile(local):
+            try:
+                remote.download(remote.join(self.root, self.tokenizer["path"]), local)
+            except remote.RemoteError as exc:
+                raise ManifestError(str(exc)) from None
+        return local
 
     @property
     def eos_id(self) -> int:

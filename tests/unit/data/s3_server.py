@@ -101,3 +101,14 @@ def running_s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def upload_tree(server: S3Server, local: str, url: str) -> None:
+    """Copy a local data root to ``url`` (s3://bucket/prefix, bucket created), manifest last."""
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    client = server.client()
+    client.create_bucket(Bucket=bucket)
+    files = [os.path.relpath(os.path.join(base, f), local)
+             for base, _, names in os.walk(local) for f in names]
+    for rel in sorted(files, key=lambda r: r == "manifest.json"):
+        client.upload_file(os.path.join(local, rel), bucket, f"{prefix}/{rel}")

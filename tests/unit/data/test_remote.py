@@ -145,6 +145,9 @@ def test_loader_stream_from_s3_equals_local(converted, tmp_path):
     try:
         assert remote_data.manifest.root == ROOT
         assert remote_data.manifest.domain_dir("train", 0).startswith(str(tmp_path / "cache"))
+        with open(remote_data.manifest.tokenizer_path, "rb") as got, \
+                open(local_data.manifest.tokenizer_path, "rb") as want:
+            assert got.read() == want.read()  # downloaded into the cache on first use
         expected, _ = _batches(local_data, steps=8)
         got, _ = _batches(remote_data, steps=8)
         assert got == expected
