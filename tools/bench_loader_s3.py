@@ -74,15 +74,10 @@ def moto_server() -> str:
 
 def upload_root(local: str, url: str) -> None:
     """Copy a local data root to ``url`` (creating the bucket), manifest.json last."""
-    from draw_megatron.data.remote import bucket_and_key, s3_client
+    from draw_megatron.data.remote import bucket_and_key, s3_client, upload_tree
 
-    client = s3_client()
-    bucket, prefix = bucket_and_key(url)
-    client.create_bucket(Bucket=bucket)
-    files = [os.path.relpath(os.path.join(base, f), local)
-             for base, _, names in os.walk(local) for f in names]
-    for rel in sorted(files, key=lambda r: r == MANIFEST):
-        client.upload_file(os.path.join(local, rel), bucket, f"{prefix}/{rel}")
+    s3_client().create_bucket(Bucket=bucket_and_key(url)[0])
+    upload_tree(local, url, last=MANIFEST)
 
 
 def make_loader(data, args):

@@ -181,3 +181,18 @@ def upload_files(remote_dir: str, paths: list[str]) -> None:
                 uploader.upload_file(name)
         except _storage_errors() as exc:
             raise RemoteError(describe_error(exc, url)) from None
+
+
+def upload_tree(local_root: str, url: str, last: str) -> None:
+    """Copy every file under ``local_root`` to the S3 prefix ``url``, the file ``last``
+    after all others (a data root: its manifest, so readers never see a partial copy)."""
+    bucket, prefix = bucket_and_key(url)
+    client = s3_client()
+    files = sorted(os.path.relpath(os.path.join(base, f), local_root)
+                   for base, _, names in os.walk(local_root) for f in names)
+    for rel in sorted(files, key=lambda r: r == last):  # stable: ``last`` moves to the end
+        key = posixpath.join(prefix, *rel.split(os.sep))
+        try:
+            client.upload_file(os.path.join(local_root, rel), bucket, key)
+        except _storage_errors() as exc:
+            raise RemoteError(describe_error(exc, f"s3://{bucket}/{key}")) from None

@@ -104,11 +104,9 @@ def running_s3_server() -> Iterator[S3Server]:
 
 
 def upload_tree(server: S3Server, local: str, url: str) -> None:
-    """Copy a local data root to ``url`` (s3://bucket/prefix, bucket created), manifest last."""
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    client = server.client()
-    client.create_bucket(Bucket=bucket)
-    files = [os.path.relpath(os.path.join(base, f), local)
-             for base, _, names in os.walk(local) for f in names]
-    for rel in sorted(files, key=lambda r: r == "manifest.json"):
-        client.upload_file(os.path.join(local, rel), bucket, f"{prefix}/{rel}")
+    """Copy a local data root to ``url`` (s3://bucket/prefix, bucket created), manifest last.
+    The client's environment must point at ``server``."""
+    from draw_megatron.data.remote import bucket_and_key, upload_tree as upload
+
+    server.client().create_bucket(Bucket=bucket_and_key(url)[0])
+    upload(local, url, last="manifest.json")
