@@ -158,6 +158,23 @@ def test_loader_stream_from_s3_equals_local(converted, tmp_path):
         remote_data.close()
 
 
+def test_one_s3_client_per_split_not_per_domain(converted, tmp_path, monkeypatch):
+    # Building a boto3 client costs a few tenths of a second: one per domain would make
+    # thousands of domains slow to open and to read.
+    from boto3.session import Session
+
+    made = []
+    client = Session.client
+    monkeypatch.setattr(Session, "client", lambda self, *a, **k: made.append(a) or
+                        client(self, *a, **k))
+    data = _remote_data(tmp_path)
+    try:
+        data.read(data.offsets[data.offsets >= 0])  # item 0 of every domain
+        assert data.num_domains == 8 and len(made) <= 3  # manifest, index files, shards
+    finally:
+        data.close()
+
+
 def test_cache_limit_evicts_and_reads_stay_equal(converted, tmp_path):
     local, _, _ = converted
     local_data = DomainData(Manifest.load(local), "train")
