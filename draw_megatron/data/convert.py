@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,7 +26,8 @@ from streaming import MDSWriter
 from tqdm import tqdm
 
 from draw_megatron.data import remote
-from draw_megatron.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, natural_weights
+from draw_megatron.data.manifest import (INDEX_NAME, MANIFEST_FORMAT, MANIFEST_NAME,
+                                         natural_weights)
 from draw_megatron.data.pile import PILE_EPOCHS, BadInputLog, iter_raw_lines, parse_line, slugify
 from draw_megatron.data.encode_worker import EncodeTask, init_worker
 from draw_megatron.data.tokenizer import Tokenizer
@@ -83,9 +84,10 @@ class ConvertConfig:
 class _DomainPacker:
     """Packs one domain's token stream of one split into overlapping windows in MDS shards."""
 
-    def __init__(self, out: str | tuple[str, str], seq_len: int, dtype: str, shard_size: int):
-        # out: a local folder, or (local staging folder, remote URL) for the library to upload
-        self.out, self.seq_len = out, seq_len
+    def __init__(self, out_dir: str, seq_len: int, dtype: str, shard_size: int,
+                 publish: Callable[[str], None] | None = None):
+        # publish: given a file name of out_dir, uploads it (remote output)
+        self.out_dir, self.seq_len, self.publish = out_dir, seq_len, publish
         self.dtype, self.shard_size = dtype, shard_size
         self.writer: MDSWriter | None = None
         self.pending: list[np.ndarray] = []
@@ -104,8 +106,11 @@ class _DomainPacker:
         stream = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
         num_windows = (len(stream) - 1) // self.seq_len
         if self.writer is None:
-            self.writer = MDSWriter(out=self.out, columns={"tokens": f"ndarray:{self.dtype}"},
-                                    size_limit=self.shard_size, compression=None)
+            kind = MDSWriter if self.publish is None else _PublishingMDSWriter
+            self.writer = kind(out=self.out_dir, columns={"tokens": f"ndarray:{self.dtype}"},
+                               size_limit=self.shard_size, compression=None)
+            if self.publish is not None:
+                self.writer.publish = self.publish
         span = self.seq_len + 1
         for i in range(num_windows):
             start = i * self.seq_len
@@ -122,6 +127,21 @@ class _DomainPacker:
         dropped = self.num_pending - (1 if self.sequences else 0)
         return {"documents": self.documents, "tokens": self.tokens,
                 "sequences": self.sequences, "dropped_tokens": dropped}
+
+
+class _PublishingMDSWriter(MDSWriter):
+    """An MDSWriter into a local folder that hands each finished shard, then the index, to
+    ``publish`` (which uploads and deletes it), so the folder holds about one shard."""
+
+    publish: Callable[[str], None]
+
+    def flush_shard(self) -> None:
+        super().flush_shard()
+        self.publish(self.shards[-1]["raw_data"]["basename"])
+
+    def finish(self) -> None:
+        super().finish()
+        self.publish(INDEX_NAME)
 
 
 def _iter_chunks(paths: list[str], bad: BadInputLog, chunk_bytes: int
@@ -146,9 +166,9 @@ class _SplitWriter:
     """The packers, bad-input log and skipped-domain counts of one split."""
 
     def __init__(self, split: str, out_root: str, cfg: ConvertConfig, dtype: str,
-                 remote_root: str | None = None):
+                 publisher: remote.Publisher | None = None):
         self.split, self.out_root, self.cfg, self.dtype = split, out_root, cfg, dtype
-        self.remote_root = remote_root
+        self.publisher = publisher
         self.bad = BadInputLog()
         self.packers: dict[str, _DomainPacker] = {}
         self.filtered: dict[str, int] = {}
@@ -163,12 +183,16 @@ class _SplitWriter:
             packer = self.packers.get(domain)
             if packer is None:
                 slug = slugs.get(domain) or _new_slug(domain, slugs)
-                out: str | tuple[str, str] = os.path.join(self.out_root, self.split, slug)
-                if self.remote_root is not None:
-                    out = (out, remote.join(self.remote_root, self.split, slug))
                 packer = self.packers[domain] = _DomainPacker(
-                    out, self.cfg.seq_len, self.dtype, self.cfg.shard_size)
+                    os.path.join(self.out_root, self.split, slug), self.cfg.seq_len,
+                    self.dtype, self.cfg.shard_size, self._publish_fn(slug))
             packer.add(tokens)
+
+    def _publish_fn(self, slug: str) -> Callable[[str], None] | None:
+        if self.publisher is None:
+            return None
+        publisher, folder = self.publisher, os.path.join(self.split, slug)
+        return lambda name: publisher.submit(os.path.join(folder, name))
 
     def close(self) -> None:
         self.stats = {domain: packer.close() for domain, packer in self.packers.items()}
@@ -204,23 +228,30 @@ def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
     if remote.is_remote(out):
         _prepare_remote_root(out, overwrite)
         with _staging_dir(cfg.staging_dir) as stage:
-            manifest = _convert_into(stage, splits, tokenizer_path, cfg, remote_root=out)
-            # The manifest goes last: until it exists, the prefix is no dataset.
-            remote.upload_files(out, [os.path.join(stage, TOKENIZER_NAME),
-                                      os.path.join(stage, MANIFEST_NAME)])
+            publisher = remote.Publisher(stage, out)
+            try:
+                manifest = _convert_into(stage, splits, tokenizer_path, cfg, publisher)
+                for name in (TOKENIZER_NAME, MANIFEST_NAME):
+                    # Each waits for all before it: until the manifest exists, the prefix
+                    # is no dataset.
+                    publisher.wait()
+                    publisher.submit(name)
+                publisher.wait()
+            finally:
+                publisher.close()
         return manifest
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         return _convert_into(tmp, splits, tokenizer_path, cfg)
 
 
 def _convert_into(root: str, splits: dict[str, list[str]], tokenizer_path: str,
-                  cfg: ConvertConfig, remote_root: str | None = None) -> dict:
-    """Write the shards under ``root`` (uploaded to ``remote_root`` when given), then the
+                  cfg: ConvertConfig, publisher: remote.Publisher | None = None) -> dict:
+    """Write the shards under ``root`` (each handed to ``publisher`` when given), then the
     tokenizer and manifest.json into ``root``; return the manifest."""
     tok = Tokenizer(tokenizer_path)
     dtype = _token_dtype(tok.vocab_size)
     slugs: dict[str, str] = {}
-    writers = {split: _SplitWriter(split, root, cfg, dtype, remote_root) for split in splits}
+    writers = {split: _SplitWriter(split, root, cfg, dtype, publisher) for split in splits}
 
     def tagged_chunks():
         # All splits in one ordered stream, so workers never idle at a split's end.
@@ -237,7 +268,7 @@ def _convert_into(root: str, splits: dict[str, list[str]], tokenizer_path: str,
             bar.update(len(docs))
     bar.close()
     for split, writer in writers.items():
-        _close_writer(writer, remote_root)
+        writer.close()
         if not writer.stats:
             _check_allow_list(cfg, writers)  # a misspelt --domains name says so first
             raise ConversionError(_no_document_message(split, splits[split], writer))
@@ -246,17 +277,6 @@ def _convert_into(root: str, splits: dict[str, list[str]], tokenizer_path: str,
     manifest = _manifest(writers, slugs, tok, cfg, dtype, splits)
     atomic_write_json(os.path.join(root, MANIFEST_NAME), manifest)
     return manifest
-
-
-def _close_writer(writer: _SplitWriter, remote_root: str | None) -> None:
-    if remote_root is None:
-        writer.close()
-        return
-    try:
-        writer.close()
-    except Exception as exc:  # the library's upload threads fail with a bare Exception
-        raise ConversionError(f"uploading split {writer.split!r} to {remote_root} failed "
-                              f"({exc}); nothing was published (no {MANIFEST_NAME})") from exc
 
 
 def _prepare_remote_root(out: str, overwrite: bool) -> None:

@@ -19,10 +19,9 @@ import numpy as np
 from streaming import Stream, StreamingDataset
 from streaming.base.storage.download import CloudDownloader
 
-INDEX_NAME = "index.json"  # the MDS library's index of a dataset's shards
 
 from draw_megatron.data import remote
-from draw_megatron.data.manifest import Manifest, ManifestError
+from draw_megatron.data.manifest import INDEX_NAME, Manifest, ManifestError
 
 
 class DomainData:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FORMAT = "draw-data/v1"
 MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.json"  # the MDS library's index of one dataset's shards
 
 
 class ManifestError(ValueError):

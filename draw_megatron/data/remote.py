@@ -2,8 +2,9 @@
 
 Shards move through the MDS library's own storage layer (its uploaders when converting, its
 downloaders and cache when reading); this module adds what the library leaves out: reading
-one small object (manifest.json, the tokenizer) with errors that name the bucket and key,
-uploading one file, and deleting an old dataset before ``--overwrite`` replaces it.
+small objects (manifest.json, the tokenizer, index files) with errors that name the bucket
+and key, one uploader shared by every domain of a conversion (``Publisher``), and deleting
+an old dataset before ``--overwrite`` replaces it.
 
 Credentials come only from the environment or the standard AWS files (boto3's own chain);
 the S3 endpoint from ``S3_ENDPOINT_URL`` (what the library reads) or ``AWS_ENDPOINT_URL``
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import tempfile
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 
@@ -181,24 +181,6 @@ def delete_prefix(root: str, first: str) -> None:
         raise RemoteError(describe_error(exc, root)) from None
 
 
-def upload_files(remote_dir: str, paths: list[str]) -> None:
-    """Upload local files into ``remote_dir``, one after the other in the given order,
-    through the library's uploader (which copies from a folder of its own)."""
-    from streaming.base.storage.upload import CloudUploader
-
-    with tempfile.TemporaryDirectory(prefix="draw-upload-") as stage:
-        url = remote_dir
-        try:
-            uploader = CloudUploader.get(out=(stage, remote_dir), keep_local=False)
-            for path in paths:
-                name = os.path.basename(path)
-                url = join(remote_dir, name)
-                shutil.copyfile(path, os.path.join(stage, name))
-                uploader.upload_file(name)
-        except _storage_errors() as exc:
-            raise RemoteError(describe_error(exc, url)) from None
-
-
 def upload_tree(local_root: str, url: str, last: str) -> None:
     """Copy every file under ``local_root`` to the S3 prefix ``url``, the file ``last``
     after all others (a data root: its manifest, so readers never see a partial copy)."""
@@ -212,3 +194,46 @@ def upload_tree(local_root: str, url: str, last: str) -> None:
             client.upload_file(os.path.join(local_root, rel), bucket, key)
         except _storage_errors() as exc:
             raise RemoteError(describe_error(exc, f"s3://{bucket}/{key}")) from None
+
+
+class Publisher:
+    """Uploads files of a local staging folder to the same relative paths under a remote
+    root, through ONE of the MDS library's uploaders and one thread pool, deleting each
+    local copy once it is uploaded.
+
+    The library's writers build an uploader (a storage client and a thread pool) per
+    dataset; with one dataset per domain and split that cost ~0.5 s and ~20 MB apiece.
+    """
+
+    def __init__(self, stage: str, remote_root: str, workers: int = 8):
+        from streaming.base.storage.upload import CloudUploader
+
+        self.remote_root, self.max_pending = remote_root, 4 * workers
+        try:
+            self._uploader = CloudUploader.get(out=(stage, remote_root), keep_local=False)
+        except _storage_errors() as exc:
+            raise RemoteError(describe_error(exc, remote_root)) from None
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        self._pending: list[tuple[str, Future]] = []
+
+    def submit(self, rel_path: str) -> None:
+        """Upload ``stage/rel_path`` in the background (waits while too many are queued, so
+        the staging folder stays small)."""
+        self._pending.append((rel_path, self._pool.submit(self._uploader.upload_file,
+                                                          rel_path)))
+        while len(self._pending) > self.max_pending:
+            self._result(*self._pending.pop(0))
+
+    def wait(self) -> None:
+        """Block until every submitted file is uploaded; the first failure raises."""
+        while self._pending:
+            self._result(*self._pending.pop(0))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _result(self, rel_path: str, future: Future) -> None:
+        try:
+            future.result()
+        except _storage_errors() as exc:
+            raise RemoteError(describe_error(exc, join(self.remote_root, rel_path))) from None

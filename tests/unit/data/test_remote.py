@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from boto3.session import Session
 from streaming.base.storage.upload import S3Uploader
 
 from draw_megatron.config.base import ConfigError
@@ -52,6 +53,7 @@ class _UploadLog:
     def __init__(self, s3):
         self.s3, self.keys, self.lock = s3, [], threading.Lock()
         self.before_manifest: list[str] | None = None
+        self.clients: list = []  # boto3 clients built during the conversion
 
     def wrap(self, upload):
         log = self
@@ -75,8 +77,11 @@ def converted(s3, demo_corpus_dir, demo_tokenizer_path, tmp_path_factory):
                    ConvertConfig(seq_len=SEQ_LEN, shard_size=SHARD_SIZE))
     stage = str(tmp_path_factory.mktemp("stage"))
     uploads = _UploadLog(s3)
+    client = Session.client
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(S3Uploader, "upload_file", uploads.wrap(S3Uploader.upload_file))
+        mp.setattr(Session, "client", lambda self, *a, **k: uploads.clients.append(a) or
+                   client(self, *a, **k))
         inputs = [f"--split={split}={','.join(paths)}"
                   for split, paths in _splits(demo_corpus_dir).items()]
         argv = [*inputs, "--tokenizer", demo_tokenizer_path, "--seq-len", str(SEQ_LEN),
@@ -118,6 +123,9 @@ def test_s3_objects_equal_local_conversion_and_manifest_is_last(s3, converted):
     assert sorted(uploads.before_manifest) == sorted(k for k in objects if
                                                      not k.endswith(MANIFEST_NAME))
     assert os.listdir(stage) == []  # the staging folder is cleaned
+    # One uploader for all 16 domain datasets (plus a client that checks the prefix, and
+    # this test's own listing), not one per dataset: each costs ~0.3 s and ~20 MB.
+    assert len(uploads.clients) <= 3
 
 
 def _batches(data: DomainData, steps: int, state: dict | None = None) -> tuple[list, dict]:
@@ -161,8 +169,6 @@ def test_loader_stream_from_s3_equals_local(converted, tmp_path):
 def test_one_s3_client_per_split_not_per_domain(converted, tmp_path, monkeypatch):
     # Building a boto3 client costs a few tenths of a second: one per domain would make
     # thousands of domains slow to open and to read.
-    from boto3.session import Session
-
     made = []
     client = Session.client
     monkeypatch.setattr(Session, "client", lambda self, *a, **k: made.append(a) or
