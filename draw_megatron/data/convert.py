@@ -62,7 +62,7 @@ class ConvertConfig:
     (documents without one are then accepted); None: one domain per ``pile_set_name``."""
     staging_dir: str | None = None
     """Remote output only: local folder that holds each shard until it is uploaded (None:
-    the system's temporary folder). It needs room for about one shard per open domain."""
+    the system's temporary folder). It needs room for a few dozen shards (those queued)."""
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
