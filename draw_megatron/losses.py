@@ -1,4 +1,4 @@
-"""Per-domain loss reduction (DESIGN.md Contract 4), shared by logging, DRO and evaluation.
+"""Per-domain loss reduction (docs/architecture.md, Contract 4), shared by logging, DRO and evaluation.
 
 The model returns per-token losses; this reduces them to per-domain (sum, count) and
 all-reduces those over data-parallel ranks. It lives below train/, passes/ and eval/ so

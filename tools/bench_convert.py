@@ -4,7 +4,7 @@
 "bare" encodes the corpus's documents (already in memory) with the same tokenizer in this
 process; "convert xN" is the whole converter (read, decompress, parse, tokenize, pack,
 write MDS, manifest) with N workers. Rounds alternate and medians are reported.
-Targets (issue 2): convert x1 / bare >= 0.7; convert x2 is >= 1.5x faster than x1.
+Targets: convert x1 / bare >= 0.7; convert x2 is >= 1.5x faster than x1.
 """
 
 from __future__ import annotations

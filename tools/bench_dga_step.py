@@ -7,7 +7,7 @@ alignment update per round, its k + 1 probe gradients included). The round's tot
 compared, since the update is one step of T_r. The paper's cost model says a DGA round costs
 1 + (k+1)/T_r plain rounds when a probe costs one training step's gradient, so the run sets
 train.global_batch = micro_batch × DP (no accumulation: a probe micro-batch is a step's
-batch). Target (issue 5): (DGA / plain) / (1 + (k+1)/T_r) ≤ 1.10.
+batch). Target: (DGA / plain) / (1 + (k+1)/T_r) ≤ 1.10.
 Memory (CUDA only): peak allocated during a DGA round minus during a plain round, against
 one fp32 copy of the gradient (the aligner's ḡ_y). On CPU it prints the bytes ḡ_y holds.
 --breakdown adds the time of each phase of an update against a training step.
@@ -36,7 +36,6 @@ def main(argv=None) -> int:
     import torch
 
     from draw_megatron.config.run import load_run_config
-    from draw_megatron.passes.dga import DGAPass
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     probe = load_run_config(args.config, args.overrides)
@@ -44,11 +43,7 @@ def main(argv=None) -> int:
     no_accumulation = [f"train.global_batch={probe.train.micro_batch * dp}",
                        f"dga.every={args.steps_per_round}"]
 
-    def make_passes(cfg):
-        cfg.validate_dga_pass()
-        return [DGAPass(cfg.dga)]
-
-    trainer = bench_trainer(args, ["mixture.kind=online", *no_accumulation], make_passes)
+    trainer = bench_trainer(args, ["passes=[dga]", "mixture.kind=online", *no_accumulation])
     cfg, env = trainer.cfg, trainer.env
     (dga,) = trainer.passes
     cuda = env.on_gpu
@@ -82,11 +77,11 @@ def main(argv=None) -> int:
         k = len(dga.units)
         model = 1 + (k + 1) / args.steps_per_round
         ratio = paired_ratio(plain, full)
-        grad_bytes = dga.aligner.numel * 4
+        grad_bytes = dga.align.aligner.numel * 4
         print(f"model {cfg.model.preset or 'custom'} d_model {cfg.model.d_model}, {k} "
               f"{'bases' if dga.basis is not None else 'domains'}, T_r {args.steps_per_round}, "
               f"global batch {cfg.train.global_batch} x {cfg.model.seq_len} (no accumulation), "
-              f"probe {dga.per_rank} sequences per rank, {env.world_size} rank(s), "
+              f"probe {dga.align.num} sequences over all ranks, {env.world_size} rank(s), "
               f"{'GPU' if cuda else 'CPU'}; {args.rounds} rounds each, interleaved, "
               f"{updates} updates in all")
         print(f"plain round: {statistics.median(plain):8.3f} s (median of {args.rounds})")
@@ -121,15 +116,16 @@ def breakdown(trainer, dga, cuda: bool) -> dict[str, list[float]]:
             torch.cuda.synchronize()
         return out, time.perf_counter() - t0
 
-    module, aligner = trainer.engine.module, dga.aligner
+    align = dga.align
+    module, aligner = trainer.engine.module, align.aligner
     phases: dict[str, list[float]] = {k: [] for k in (
         "read", "forward", "grad", "dot", "target", "update", "train step")}
     for _ in range(3):
-        _, t = timed(lambda: aligner.set_target(dga.probe_loss(module, dga.specific_batch())))
+        _, t = timed(lambda: aligner.set_target(align.probe_loss(module, align.specific_batch())))
         phases["target"].append(t)
-        batch, t = timed(lambda: dga.probe_batch(0))
+        batch, t = timed(lambda: align.probe_batch(0))
         phases["read"].append(t)
-        loss, t = timed(lambda: dga.probe_loss(module, batch))
+        loss, t = timed(lambda: align.probe_loss(module, batch))
         phases["forward"].append(t)
         grads, t = timed(lambda: aligner.gradients(loss))
         phases["grad"].append(t)
@@ -137,7 +133,7 @@ def breakdown(trainer, dga, cuda: bool) -> dict[str, list[float]]:
         phases["dot"].append(t)
         del grads, loss
         aligner.release()
-        _, t = timed(lambda: dga.alignment_scores(trainer))  # (scores, specific loss)
+        _, t = timed(lambda: align.scores(len(dga.units)))  # (scores, specific loss)
         phases["update"].append(t)
         _, t = timed(trainer.train_step)
         phases["train step"].append(t)

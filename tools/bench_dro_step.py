@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """DRO proxy step time against a plain training step of the same proxy, in one run.
 
-One trainer with the DRO pass (SPEC.md §2); rounds alternate between the full DRO step
+One trainer with the DRO pass (docs/algorithms.md §2); rounds alternate between the full DRO step
 (reference forward, per-token excess, α-weighted loss, α update) and the plain step of the
 same engine and loader (the pass detached: token-mean loss, no reference). Batches stay
 stratified in both, so only the pass's work differs. Median of paired round ratios.
-Target (issue 4): ratio ≤ 1.4 (the reference forward adds about a third of a step).
+Target: ratio ≤ 1.4 (the reference forward adds about a third of a step).
 
     deepspeed --num_gpus 2 tools/bench_dro_step.py --config configs/experiments/proxy_dro_cpu.yaml \\
         dro.reference=demo_out/pipeline/runs/reference/model.safetensors
@@ -24,13 +24,7 @@ def main(argv=None) -> int:
 
     args = bench_args(__doc__, "configs/experiments/proxy_dro_cpu.yaml", 8, argv)
 
-    from draw_megatron.passes.dro import DROPass
-
-    def make_passes(cfg):
-        cfg.validate_dro_pass()
-        return [DROPass(cfg.dro)]
-
-    trainer = bench_trainer(args, ["mixture.kind=online"], make_passes)
+    trainer = bench_trainer(args, ["passes=[dro]", "mixture.kind=online"])
     cfg, env = trainer.cfg, trainer.env
     (dro,) = trainer.passes
 

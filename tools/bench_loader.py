@@ -5,7 +5,7 @@ Both sides read the same StreamingDataset: "raw" is ``ds.get_item(i)`` (what ``d
 calls) at uniformly random global indices; "loader" is MixtureLoader.next_batch() (domain draws, permutations, cursors,
 reads, int64 tensors). Rounds alternate A/B and the median of each is reported, since this
 machine is noisy. Tokens count seq_len per sequence on both sides.
-Targets (issue 2): ratio >= 0.5 and >= 4.5M tokens/s per rank on the 2-core CPU machine.
+Targets: ratio >= 0.5 and >= 4.5M tokens/s per rank on the 2-core CPU machine.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from draw_megatron.data.domains import DomainData
     from draw_megatron.data.loader import MixtureLoader
     from draw_megatron.data.manifest import Manifest
-    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.kinds import schedule_for as build_schedule
 
     manifest = Manifest.load(args.data)
     data = DomainData(manifest, args.split)

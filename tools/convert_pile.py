@@ -57,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                          "they are uploaded (default: the temporary folder)")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
     p.add_argument("--domains", nargs="+", metavar="NAME",
-                   help="keep only these domains (display names, e.g. 'Wikipedia (en)')")
+                   help="keep only these domains (display names, e.g. 'Wikipedia (en)'); "
+                        "@FILE reads names from FILE, one a line, '#' starting a comment "
+                        "line (e.g. @configs/data/pile17.txt, DRAW's 17 Pile domains)")
     p.add_argument("--epochs", action="append", default=[], metavar="NAME=X",
                    help="epochs of a domain for its natural weight; repeatable")
     p.add_argument("--shard-size", type=parse_size, default="32mb",
@@ -69,6 +71,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.pile_dir and args.split:
         p.error("give PILE_DIR or --split, not both")
     return args
+
+
+def read_domain_file(path: str) -> list[str]:
+    """Domain names of an @FILE: one a line, blank lines and lines starting with '#' skipped
+    (names may hold spaces and parentheses, so a line is a name as it stands, stripped)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"error: --domains @{path}: cannot read it ({exc})") from None
+    names = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not names:
+        raise SystemExit(f"error: --domains @{path}: the file names no domain")
+    return names
+
+
+def expand_domains(items: list[str] | None) -> tuple[list[str] | None, list[str]]:
+    """--domains with every @FILE replaced by its names; also the files read. A name given
+    twice is an error (a list copied twice into a file is likely a mistake)."""
+    if not items:
+        return None, []
+    names, files = [], []
+    for item in items:
+        if item.startswith("@"):
+            files.append(item[1:])
+            names.extend(read_domain_file(item[1:]))
+        else:
+            names.append(item)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SystemExit(f"error: --domains names {twice} more than once")
+    return names, files
 
 
 def _key_values(items: list[str], flag: str) -> list[tuple[str, str]]:
@@ -86,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from draw_megatron.data.convert import ConversionError, ConvertConfig, convert_corpus
     from draw_megatron.data.pile import expand_inputs
 
+    domains, domain_files = expand_domains(args.domains)
     try:
         if args.pile_dir:
             splits = pile_layout(args.pile_dir)
@@ -99,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs[name] = float(value)
             except ValueError:
                 raise SystemExit(f"error: --epochs {name}={value}: {value!r} is not a number")
-        cfg = ConvertConfig(seq_len=args.seq_len, workers=args.workers, domains=args.domains,
+        cfg = ConvertConfig(seq_len=args.seq_len, workers=args.workers, domains=domains,
                             epochs=epochs, shard_size=args.shard_size,
                             staging_dir=args.staging_dir)
         if not os.path.isfile(args.tokenizer):
@@ -107,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         manifest = convert_corpus(splits, args.tokenizer, args.out, cfg, overwrite=args.overwrite)
     except (ConversionError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # a name the input lacks: say which file it came from
+        origin = (f" (--domains read from {', '.join(domain_files)})"
+                  if domain_files and str(exc).startswith("--domains names") else "")
+        print(f"error: {exc}{origin}", file=sys.stderr)
         return 1
     print_summary(manifest, args.out, time.time() - t0)
     return 0

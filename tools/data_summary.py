@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from draw_megatron.data.domains import DomainData
     from draw_megatron.data.loader import MixtureLoader
     from draw_megatron.data.manifest import Manifest
-    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.kinds import schedule_for as build_schedule
     from draw_megatron.data.tokenizer import Tokenizer
 
     manifest = Manifest.load(args.data)

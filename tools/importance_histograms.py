@@ -3,7 +3,7 @@
 
 DGA paper Eq. 4: p_i = share of a set's units (documents, or chunks of --chunk-chars) whose
 nearest leaf centroid c(x) is cluster i. One histogram per basis set gives the basis P of
-distribution reweighting (Eq. 9; SPEC.md §3); the specific set's histogram is α^IS, the
+distribution reweighting (Eq. 9; docs/algorithms.md §3); the specific set's histogram is α^IS, the
 importance-sampling baseline (§2.3).
 
 Inputs are Pile-format files, folders or globs (`tools/cluster_domains.py` made the clusters):

@@ -8,6 +8,8 @@
            kind dro, mixture or dga (DGA's α_EMA and DRO's running mean α* dashed).
   losses   per-domain validation loss curves of one or more runs, one panel per domain
            plus the average and the worst case (eval records).
+  hierarchy  both levels of a hierarchical Dirichlet mixture file: the group weights'
+           E[w] ± sd, and each domain's E[α] ± sd coloured by its group (exact moments).
 
 Examples:
   python tools/plot_mixture.py simplex --mixture mixtures/draw_1B.json \\
@@ -15,6 +17,7 @@ Examples:
   python tools/plot_mixture.py alpha --metrics runs/proxy_dro/metrics.jsonl --kind dro \\
       --out plots/alpha.png
   python tools/plot_mixture.py losses runs/draw runs/natural runs/random --out plots/loss.png
+  python tools/plot_mixture.py hierarchy mixtures/draw_1B_groups.json --out plots/hier.png
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from draw_megatron.data.manifest import Manifest, ManifestError
 from draw_megatron.mixture.draw import dirichlet_moments, prior_concentration
 from draw_megatron.mixture.files import MixtureFileError, MixtureSpec, load_mixture
+from draw_megatron.mixture.hierarchical import HIERARCHICAL_KIND
 from draw_megatron.train.metrics import METRICS_NAME, read_metrics
 
 _SQRT3_2 = math.sqrt(3.0) / 2.0
@@ -279,6 +283,48 @@ def cmd_losses(args: argparse.Namespace) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- hierarchy
+
+
+def cmd_hierarchy(args: argparse.Namespace) -> None:
+    try:
+        spec = load_mixture(args.mixture)
+    except MixtureFileError as exc:
+        raise ToolError(str(exc)) from None
+    if spec.kind != HIERARCHICAL_KIND:
+        raise ToolError(f"{args.mixture}: hierarchy plots a {HIERARCHICAL_KIND} mixture file, "
+                        f"not kind {spec.kind!r}")
+    groups = spec.groups
+    group_mean, group_var = spec.group_moments()
+    mean, var = spec.mean(), spec.var()
+    order = np.argsort(groups.group_of, kind="stable")  # domains in blocks by group
+    plt = _pyplot()
+    colors = domain_colors(plt, groups.num_groups)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(4 + 0.5 * groups.num_domains, 5),
+                                      gridspec_kw={"width_ratios": [
+                                          max(groups.num_groups, 2), max(groups.num_domains, 2)]})
+    x = np.arange(groups.num_groups)
+    left.bar(x, group_mean, yerr=np.sqrt(group_var), color=colors, capsize=3)
+    left.axhline(1.0 / groups.num_groups, color="black", lw=0.6, ls=":", label="uniform 1/G")
+    left.set_xticks(x, groups.names, rotation=45, ha="right", fontsize=8)
+    left.set_ylabel("weight")
+    left.set_title(f"group weights w ~ Dir(γ)\nΣγ = {spec.group_concentration.sum():.3g}",
+                   fontsize=10)
+    x = np.arange(groups.num_domains)
+    right.bar(x, mean[order], yerr=np.sqrt(var[order]), capsize=3,
+              color=[colors[g] for g in groups.group_of[order]])
+    right.axhline(1.0 / groups.num_domains, color="black", lw=0.6, ls=":", label="uniform 1/k")
+    right.set_xticks(x, [groups.domains[i] for i in order], rotation=45, ha="right", fontsize=8)
+    right.set_title("domain weights α_i = w_g · v_i\n(coloured by group)", fontsize=10)
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8, frameon=False)
+    fig.suptitle(f"{os.path.basename(args.mixture)}: E ± sd (exact moments)", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, args.out)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -306,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     lo.add_argument("--out", required=True, help="PNG to write")
     lo.set_defaults(func=cmd_losses)
+    h = sub.add_parser("hierarchy", help="both levels of a hierarchical Dirichlet mixture file")
+    h.add_argument("mixture", metavar="FILE", help="a hierarchical_dirichlet mixture file")
+    h.add_argument("--out", required=True, help="PNG to write")
+    h.set_defaults(func=cmd_hierarchy)
     return p
 
 

@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""The DRAW pipeline end to end, one command (SPEC.md §1, §2, §5; issue 4 item 8).
+"""The DRAW pipeline end to end, one command (docs/algorithms.md §1, §2, §5).
 
     python tools/run_pipeline.py --data demo_out/data --proxy tiny-64 --main tiny-128 \\
         --out demo_out/pipeline [--steps 120] [--proxy-steps 80] [key=value ...]
 
 Stages, each a subprocess of the project's own launchers and tools, run in order:
 
-  reference  launch/train_reference.py, the proxy preset on the natural weights
-  proxy_dro  launch/proxy_dro.py, dro.reference = the reference's model.safetensors
-  posterior  tools/draw_posterior.py → OUT/mixtures/draw.json (Dir(β2)) and static.json
-  draw       launch/pretrain_main.py, the main preset, mixture.kind=dirichlet (draw.json)
-  natural, uniform, random, doremi (static α*), static (E[α] under Dir(β2))
-             the baselines, the main preset (--baselines picks them)
-  dga        with --dga-specific SPEC: launch/dga_align.py, the main preset, online gradient
-             alignment toward SPEC (dga.specific, e.g. "test:Python Docs"; SPEC.md §3)
-  compare    tools/compare_runs.py over draw + baselines (+ dga) → OUT/comparison.md / .csv
-  plots      tools/plot_mixture.py → OUT/plots/{alpha_dro,simplex,losses}.png (+ alpha_dga.png)
+  reference     launch/train_reference.py, the proxy preset on the natural weights
+  proxy_dro     launch/proxy_dro.py, dro.reference = the reference's model.safetensors
+                (α_0 from DRAW's prior)
+  doremi_proxy  (with the doremi baseline) the same DRO proxy started from uniform weights
+                (dro.init=uniform, DoReMi's own start): its α* is the doremi mixture
+  dga           with --dga-specific SPEC: launch/dga_align.py, the main preset, online
+                gradient alignment toward SPEC (dga.specific, e.g. "test:Python Docs")
+  posterior     tools/draw_posterior.py → OUT/mixtures/draw.json (Dir(β2)) and static.json
+                from the evidence α* of --evidence-from (dro: the proxy's; dga: the DGA
+                run's mean weights; dro,dga: both, the second as draw_dga.json)
+  draw          launch/pretrain_main.py, the main preset, mixture.kind=dirichlet (draw.json)
+                (draw_dga likewise from draw_dga.json)
+  natural, uniform, random, doremi (static α* of doremi_proxy), static (E[α] under
+  Dir(β2)), odm (the ODM bandit: passes=[odm]), online_draw (Dir(β) from draw.json, β
+  updated every --online-every steps by DRO evidence against the natural run's model)
+                the baselines, the main preset (--baselines picks them; online_draw brings
+                natural along: its model is online DRAW's reference)
+  compare       tools/compare_runs.py over draw + baselines (+ dga) → OUT/comparison.md/.csv
+  plots         tools/plot_mixture.py → OUT/plots/{alpha_dro,simplex,losses}.png
+                (+ alpha_doremi.png, alpha_dga.png)
 
 Training runs live in OUT/runs/<stage> (run.dir), every stage's stdout+stderr in
 OUT/logs/<stage>.log. Every training run gets the base --config, then the key=value
@@ -31,7 +41,12 @@ from their latest checkpoint). A failing stage stops the pipeline, naming the st
 its log. At the end a stage-by-stage wall-time table is printed and written to
 OUT/timings.json and OUT/timings.md (a skipped stage shows its time from an earlier run).
 
---plan prints the stages, their status (todo / done) and commands, and runs nothing.
+--plan prints the stages, their status (todo / done) and commands, and runs nothing; per
+training stage also its tokens (steps × global batch × seq_len), model FLOPs
+(draw_megatron.model.stats.flops_per_token × tokens) and, where a tokens/s figure for its
+preset is known, an estimated time (see plan_estimate).
+--proxy-seed N sets run.seed of the DRO proxy stages only (proxy_dro, doremi_proxy): their
+α_0 draw, model init and data order; every other run keeps the base seed.
 On a machine without a CUDA GPU the deepspeed launcher runs with DS_ACCELERATOR=cpu.
 """
 
@@ -49,14 +64,19 @@ from dataclasses import dataclass, field
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join("configs", "experiments", "pipeline_cpu.yaml")
 SIMPLEX_PLACEHOLDER = "{SIMPLEX_DOMAINS}"
-BASELINES = ("natural", "uniform", "random", "doremi", "static")
-TRAIN_STAGES = ("reference", "proxy_dro", "draw", *BASELINES)
+BASELINES = ("natural", "uniform", "random", "doremi", "static", "odm", "online_draw")
+EVIDENCE_SOURCES = ("dro", "dga")
+TRAIN_STAGES = ("reference", "proxy_dro", "doremi_proxy", "dga", "draw", "draw_dga",
+                *BASELINES)
 # keys the pipeline sets per stage: a user override of one of them is an error
 OWNED_KEYS = {"run.dir": "--out", "model.preset": "--proxy / --main", "data.root": "--data",
               "train.steps": "--steps / --proxy-steps", "mixture.kind": "(per stage)",
-              "mixture.file": "(per stage)", "dro.reference": "(the reference stage)",
-              "mixture.redraw_every": "--redraw-every", "dga.specific": "--dga-specific",
-              "dga.eta": "--dga-eta", "dga.every": "--dga-every"}
+              "mixture.file": "(per stage)", "passes": "(per stage)",
+              "dro.reference": "(the reference stage)", "dro.init": "(per stage)",
+              "mixture.redraw_every": "--redraw-every",
+              "dga.specific": "--dga-specific", "dga.eta": "--dga-eta",
+              "dga.every": "--dga-every", "dro_evidence.reference": "(the natural run)",
+              "dro_evidence.every": "--online-every"}
 
 
 class PipelineError(Exception):
@@ -75,6 +95,20 @@ class Stage:
     evidence: float | None = None  # posterior only
     env: dict[str, str] = field(default_factory=dict)
     inputs_alpha_star: str | None = None  # plots only: picks the simplex's domains
+    preset: str | None = None  # training stages: model.preset
+
+
+# One-H200 tokens/s of launch/pretrain_main.py (DeepSpeed ZeRO-1, bf16, seq 1024, micro-batch
+# 16 at 150M and 8 at 1B), measured by tools/gpu_check.sh on 2026-11-26: BENCHMARKS.md,
+# "GPU: tokens/s and MFU". Other presets need --plan-tokens-per-s PRESET=N.
+MEASURED_TOKENS_PER_S = {"150M": 546_211.0, "1B": 59_879.0}
+# A DRO proxy step over a plain step of the same model: 1.39 (150M bf16, one H200;
+# BENCHMARKS.md, "DRO proxy step vs plain step"). The DGA pass costs 1 + (k+1)/T_r plain
+# steps (docs/algorithms.md §3.9).
+DRO_STEP_RATIO = 1.39
+# Process start-up, imports and engine set-up of one training stage: about 15 s on the CPU
+# machine (BENCHMARKS.md, "The demo pipeline's wall time"); not measured on a GPU.
+DEFAULT_STARTUP_S = 15.0
 
 
 # --------------------------------------------------------------------------- arguments
@@ -97,8 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train steps of the reference and the DRO proxy (default 80)")
     p.add_argument("--redraw-every", type=int, default=10, metavar="N",
                    help="Dirichlet redraw period of the DRAW and random runs (default 10)")
-    p.add_argument("--evidence", type=float, default=1.0, metavar="s",
-                   help="posterior evidence s given to α* (default 1, the paper's)")
+    p.add_argument("--evidence", type=float, default=None, metavar="s",
+                   help="evidence s given to α* by the posterior and online DRAW (default: "
+                        "the base config's mixture.evidence, 1 unless set: the paper's)")
+    p.add_argument("--evidence-from", default="dro", metavar="SOURCES",
+                   help="where the posterior's α* comes from: dro (the proxy DRO run), dga "
+                        "(the DGA run's mean weights; needs --dga-specific) or dro,dga (both: "
+                        "a draw and a draw_dga run side by side); default dro")
+    p.add_argument("--online-every", type=int, default=20, metavar="M",
+                   help="online_draw: steps between DRO evidence updates (default 20)")
     p.add_argument("--nproc", type=int, default=2, help="processes per run (default 2)")
     p.add_argument("--launcher", choices=["deepspeed", "torchrun"], default="deepspeed",
                    help="how each training run is launched (default deepspeed)")
@@ -110,23 +151,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "a held-out split, SPLIT:Domain, or a folder of jsonl); default none")
     p.add_argument("--dga-eta", type=float, default=4.0,
                    help="dga.eta of the DGA run (default 4; no default in the pass itself)")
-    p.add_argument("--dga-every", type=int, default=10, metavar="T_r",
-                   help="dga.every of the DGA run (default 10)")
+    p.add_argument("--dga-every", type=int, default=100, metavar="T_r",
+                   help="dga.every of the DGA run (default 100, the paper's)")
+    p.add_argument("--proxy-seed", type=int, metavar="N",
+                   help="run.seed of the DRO proxy stages only (their α_0 draw); default: "
+                        "the base seed, like every other run")
     p.add_argument("--plan", action="store_true",
-                   help="print the stages, their status and commands; run nothing")
+                   help="print the stages, their status, commands, tokens, model FLOPs and "
+                        "estimated times; run nothing")
+    p.add_argument("--plan-tokens-per-s", default="", metavar="PRESET=N,...",
+                   help="--plan: tokens/s per process of a preset's training run (default: "
+                        "the one-H200 figures of BENCHMARKS.md, "
+                        + ", ".join(f"{k}={v:g}" for k, v in MEASURED_TOKENS_PER_S.items())
+                        + "); a run of --nproc P is estimated at P × N")
+    p.add_argument("--plan-startup-s", type=float, default=DEFAULT_STARTUP_S, metavar="S",
+                   help=f"--plan: seconds of start-up per training stage (default "
+                        f"{DEFAULT_STARTUP_S:g}, the CPU machine's)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides for every training run")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value anywhere among the flags
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = [b for b in names if b not in BASELINES]
     if unknown:
         raise PipelineError(f"--baselines: unknown {', '.join(unknown)} "
                             f"(choose from {', '.join(BASELINES)})")
+    if "online_draw" in names and "natural" not in names:
+        names.append("natural")  # online DRAW's reference is the natural run's model
     args.baseline_list = [b for b in BASELINES if b in names]
+    sources = [e.strip() for e in args.evidence_from.split(",") if e.strip()]
+    bad = [e for e in sources if e not in EVIDENCE_SOURCES]
+    if bad or not sources or len(set(sources)) != len(sources):
+        raise PipelineError(f"--evidence-from {args.evidence_from!r}: give dro, dga or dro,dga")
+    if "dga" in sources and not args.dga_specific:
+        raise PipelineError("--evidence-from dga needs a DGA run: give --dga-specific SPEC")
+    args.evidence_sources = sources
     for item in args.overrides:
         key, eq, _ = item.partition("=")
         if not eq:
@@ -134,15 +196,53 @@ def parse_args(argv=None) -> argparse.Namespace:
         if key in OWNED_KEYS:
             raise PipelineError(f"override {item!r}: the pipeline sets {key} per stage "
                                 f"({OWNED_KEYS[key]})")
+    if args.proxy_seed is not None and args.proxy_seed < 0:
+        raise PipelineError("--proxy-seed must be >= 0")
+    args.tokens_per_s = parse_rates(args.plan_tokens_per_s)
     if not args.dga_eta > 0:
         raise PipelineError("--dga-eta must be > 0")
-    for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every"):
+    for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every", "online_every"):
         if getattr(args, flag) < 1:
             raise PipelineError(f"--{flag.replace('_', '-')} must be >= 1")
     if not os.path.isfile(os.path.join(args.data, "manifest.json")):
         raise PipelineError(f"--data {args.data}: no manifest.json there (convert the data "
                             "first, e.g. `make demo_out/data/manifest.json`)")
+    resolve_main(args)
     return args
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """--plan-tokens-per-s PRESET=N,... over the measured table."""
+    rates = dict(MEASURED_TOKENS_PER_S)
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        preset, _, value = item.partition("=")
+        try:
+            rates[preset.strip()] = float(value)
+        except ValueError:
+            value = ""
+        if not preset.strip() or not value or not rates[preset.strip()] > 0:
+            raise PipelineError(f"--plan-tokens-per-s {item!r}: give PRESET=N with N > 0")
+    return rates
+
+
+def resolve_main(args: argparse.Namespace) -> None:
+    """The main runs' resolved config (base config + overrides + --main): its width n2 is
+    what the posterior scales to, and its mixture.evidence the default of --evidence."""
+    from draw_megatron.config.base import ConfigError
+    from draw_megatron.config.run import load_run_config
+
+    config = args.config if os.path.isabs(args.config) else os.path.join(REPO, args.config)
+    try:
+        cfg = load_run_config(config, [*args.overrides, f"model.preset={args.main}",
+                                       f"data.root={os.path.abspath(args.data)}",
+                                       "run.dir=unused"])
+    except (ConfigError, FileNotFoundError) as exc:
+        raise PipelineError(f"the main runs' config: {exc}") from None
+    args.main_width = cfg.model.d_model
+    if args.evidence is None:
+        args.evidence = cfg.mixture.evidence
+    if not args.evidence > 0:
+        raise PipelineError(f"--evidence {args.evidence:g}: the posterior needs s > 0")
 
 
 # --------------------------------------------------------------------------- planning
@@ -193,39 +293,65 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
                *args.overrides, f"run.dir={run_dir}", f"model.preset={preset}",
                f"data.root={data}", f"train.steps={steps}", *extra]
         return Stage(name, cmd, "train", [os.path.join(run_dir, o) for o in outputs],
-                     run_dir, steps, env=dict(env))
+                     run_dir, steps, env=dict(env), preset=preset)
 
     ref = os.path.join(runs, "reference", "model.safetensors")
     alpha_star = os.path.join(runs, "proxy_dro", "alpha_star.json")
+    doremi_star = os.path.join(runs, "doremi_proxy", "alpha_star.json")
+    dga_star = os.path.join(runs, "dga", "dga_alpha_star.json")
     draw_json, static_json = os.path.join(mix, "draw.json"), os.path.join(mix, "static.json")
     redraw = f"mixture.redraw_every={args.redraw_every}"
+    proxy_outputs = ("model.safetensors", "alpha_star.json", "dro_trajectory.json")
+    proxy_seed = [] if args.proxy_seed is None else [f"run.seed={args.proxy_seed}"]
     stages = [
         train("reference", "train_reference.py", args.proxy, args.proxy_steps, []),
         train("proxy_dro", "proxy_dro.py", args.proxy, args.proxy_steps,
-              [f"dro.reference={ref}"],
-              ("model.safetensors", "alpha_star.json", "dro_trajectory.json")),
-        Stage("posterior",
-              [py, os.path.join(REPO, "tools", "draw_posterior.py"), "--alpha-star", alpha_star,
-               "--proxy-config", os.path.join(runs, "proxy_dro", "config.yaml"),
-               "--main-config", model_yaml(args.main), "--evidence", f"{args.evidence:g}",
-               "--data", data, "--out", draw_json, "--static-out", static_json],
-              "tool", [draw_json, static_json], inputs=[alpha_star], evidence=args.evidence),
-        train("draw", "pretrain_main.py", args.main, args.steps,
-              ["mixture.kind=dirichlet", f"mixture.file={draw_json}", redraw]),
+              [f"dro.reference={ref}", *proxy_seed], proxy_outputs),
     ]
-    extra = {"natural": ["mixture.kind=natural"], "uniform": ["mixture.kind=uniform"],
-             "random": ["mixture.kind=random", redraw],
-             "doremi": ["mixture.kind=static", f"mixture.file={alpha_star}"],
-             "static": ["mixture.kind=static", f"mixture.file={static_json}"]}
-    for name in args.baseline_list:
-        stages.append(train(name, "pretrain_main.py", args.main, args.steps, extra[name]))
-    main_names = ["draw", *args.baseline_list]
+    if "doremi" in args.baseline_list:
+        stages.append(train("doremi_proxy", "proxy_dro.py", args.proxy, args.proxy_steps,
+                            [f"dro.reference={ref}", "dro.init=uniform", *proxy_seed],
+                            proxy_outputs))
     if args.dga_specific:
         stages.append(train("dga", "dga_align.py", args.main, args.steps,
                             [f"dga.specific={args.dga_specific}", f"dga.eta={args.dga_eta:g}",
                              f"dga.every={args.dga_every}"],
                             ("model.safetensors", "dga_alpha_star.json",
                              "dga_trajectory.json")))
+    evidence = {"dro": (alpha_star, os.path.join(runs, "proxy_dro", "config.yaml")),
+                "dga": (dga_star, os.path.join(runs, "dga", "config.yaml"))}
+    main_names = []
+    for i, source in enumerate(args.evidence_sources):
+        suffix = "" if i == 0 else f"_{source}"
+        star, proxy_config = evidence[source]
+        out_json = os.path.join(mix, f"draw{suffix}.json")
+        static_out = ["--static-out", static_json] if i == 0 else []
+        stages.append(Stage(
+            f"posterior{suffix}",
+            [py, os.path.join(REPO, "tools", "draw_posterior.py"), "--alpha-star", star,
+             "--proxy-config", proxy_config, "--main-config", model_yaml(args.main),
+             "--main-width", str(args.main_width), "--evidence", f"{args.evidence:g}",
+             "--data", data, "--out", out_json, *static_out],
+            "tool", [out_json] + ([static_json] if i == 0 else []), inputs=[star],
+            evidence=args.evidence))
+        stages.append(train(f"draw{suffix}", "pretrain_main.py", args.main, args.steps,
+                            ["mixture.kind=dirichlet", f"mixture.file={out_json}", redraw]))
+        main_names.append(f"draw{suffix}")
+    extra = {"natural": ["mixture.kind=natural"], "uniform": ["mixture.kind=uniform"],
+             "random": ["mixture.kind=random", redraw],
+             "doremi": ["mixture.kind=static", f"mixture.file={doremi_star}"],
+             "static": ["mixture.kind=static", f"mixture.file={static_json}"],
+             "odm": ["passes=[odm]", "mixture.kind=online"],
+             "online_draw": ["passes=[dro_evidence]", "mixture.kind=online_draw",
+                             f"mixture.file={draw_json}", redraw,
+                             f"mixture.evidence={args.evidence:g}",
+                             "dro_evidence.reference="
+                             + os.path.join(runs, "natural", "model.safetensors"),
+                             f"dro_evidence.every={args.online_every}"]}
+    for name in args.baseline_list:
+        stages.append(train(name, "pretrain_main.py", args.main, args.steps, extra[name]))
+    main_names += args.baseline_list
+    if args.dga_specific:
         main_names.append("dga")
     main_runs = [os.path.join(runs, n) for n in main_names]
     metrics = [os.path.join(r, "metrics.jsonl") for r in main_runs]
@@ -244,6 +370,11 @@ def plan(args: argparse.Namespace, cuda: bool | None = None) -> list[Stage]:
         [py, plot, "losses", *main_runs, "--out", os.path.join(plots, "losses.png")],
     ]
     pngs = ["alpha_dro.png", "simplex.png", "losses.png"]
+    if "doremi" in args.baseline_list:
+        cmds.append([py, plot, "alpha", "--metrics",
+                     os.path.join(runs, "doremi_proxy", "metrics.jsonl"), "--kind", "dro",
+                     "--out", os.path.join(plots, "alpha_doremi.png")])
+        pngs.append("alpha_doremi.png")
     if args.dga_specific:
         cmds.append([py, plot, "alpha", "--metrics", os.path.join(runs, "dga", "metrics.jsonl"),
                      "--kind", "dga", "--out", os.path.join(plots, "alpha_dga.png")])
@@ -311,6 +442,49 @@ def is_done(stage: Stage) -> bool:
             return False
     newest_input = max((_mtime(p) for p in stage.inputs), default=0.0)
     return min(os.path.getmtime(p) for p in stage.outputs) >= newest_input
+
+
+def plan_estimate(stage: Stage, args: argparse.Namespace) -> dict | None:
+    """A training stage's tokens (steps × global batch × seq_len), model FLOPs
+    (flops_per_token × tokens) and estimated seconds: start-up + tokens / (P × tokens/s of
+    its preset), × DRO_STEP_RATIO for a DRO proxy, × (1 + (k+1)/T_r) for DGA (seconds None
+    when no rate is known). Training steps only: evaluation and checkpoints are left out."""
+    if stage.kind != "train":
+        return None
+    from draw_megatron.config.run import load_run_config
+    from draw_megatron.data.manifest import Manifest
+    from draw_megatron.model.stats import flops_per_token
+
+    keys = [c for c in stage.cmd[stage.cmd.index("--config") + 2:] if "=" in c]
+    cfg = load_run_config(stage.cmd[stage.cmd.index("--config") + 1], keys)
+    tokens = stage.steps * cfg.train.global_batch * cfg.model.seq_len
+    rate = args.tokens_per_s.get(stage.preset)
+    factor = DRO_STEP_RATIO if stage.name in ("proxy_dro", "doremi_proxy") else 1.0
+    if stage.name == "dga":
+        factor = 1 + (Manifest.load(cfg.data.root).num_domains + 1) / args.dga_every
+    seconds = (None if rate is None
+               else args.plan_startup_s + factor * tokens / (rate * args.nproc))
+    return {"tokens": tokens, "flops": flops_per_token(cfg.model) * tokens, "seconds": seconds,
+            "rate": rate}
+
+
+def print_plan(stages: list[Stage], args: argparse.Namespace) -> None:
+    total, unknown = 0.0, []
+    for s in stages:
+        print(f"[{'done' if is_done(s) else 'todo'}] {s.name}\n    {describe(s)}")
+        est = plan_estimate(s, args)
+        if est is None:
+            continue
+        when = "unknown (no tokens/s for this preset)" if est["seconds"] is None else (
+            f"{est['seconds']:.0f} s at {est['rate']:,.0f} tokens/s per process")
+        print(f"    estimate: {s.preset}, {est['tokens']:,} tokens, "
+              f"{est['flops']:.3e} model FLOPs, {when}")
+        if est["seconds"] is None:
+            unknown.append(s.name)
+        else:
+            total += est["seconds"]
+    print(f"[plan] training stages: {total:.0f} s ({total / 60:.1f} min) estimated"
+          + (f"; unknown for {', '.join(unknown)}" if unknown else ""))
 
 
 def describe(stage: Stage) -> str:
@@ -442,8 +616,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.plan:
-        for s in stages:
-            print(f"[{'done' if is_done(s) else 'todo'}] {s.name}\n    {describe(s)}")
+        print_plan(stages, args)
         return 0
     return execute(args, stages)
 

@@ -55,6 +55,28 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ``ok``: the validators' one-line checks."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_positive(cfg: Config, prefix: str | None, *names: str) -> None:
+    """Each named field of ``cfg`` must be > 0 (the error names the dotted key)."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(value > 0, f"{join_key(cfg.SECTION if prefix is None else prefix, name)}="
+                           f"{value} must be > 0")
+
+
+def check_non_negative(cfg: Config, prefix: str | None, *names: str) -> None:
+    """Each named field of ``cfg`` must be >= 0 (the error names the dotted key)."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(value >= 0, f"{join_key(cfg.SECTION if prefix is None else prefix, name)}="
+                            f"{value} must be >= 0")
+
+
 # --------------------------------------------------------------------------- base class
 
 
@@ -80,9 +102,26 @@ class Config:
         """Hook run on the raw mapping before type checking (e.g. expanding a preset)."""
         return data
 
+    @classmethod
+    def extra_sections(cls) -> Mapping[str, type[Config]]:
+        """Sections that are not dataclass fields: name → config class (e.g. the step passes'
+        sections, contributed by a registry, so a new pass needs no field here). They are
+        built like nested fields (always, with their defaults when absent), dumped after
+        the fields, validated, reachable by overrides, and read with :meth:`section`."""
+        return {}
+
+    def section(self, name: str) -> Config:
+        """The extra section ``name`` (see :meth:`extra_sections`)."""
+        sections = self.__dict__.get("_sections", {})
+        if name not in sections:
+            raise KeyError(f"no section {name!r}; known: {', '.join(sections) or 'none'}")
+        return sections[name]
+
     def to_dict(self) -> dict[str, Any]:
         """The plain tree (dicts, lists, scalars), in field order; ``from_dict`` inverts it."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out.update({name: _plain(cfg) for name, cfg in self.__dict__.get("_sections", {}).items()})
+        return out
 
     def validate(self, prefix: str | None = None) -> None:
         """Check values, raising ConfigError naming the dotted key.
@@ -95,6 +134,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, Config):
                 value.validate(join_key(prefix, f.name))
+        for name, value in self.__dict__.get("_sections", {}).items():
+            value.validate(join_key(prefix, name))
 
 
 def _plain(value: Any) -> Any:
@@ -130,7 +171,8 @@ def _build(cls: type[C], data: Mapping[str, Any] | None, prefix: str) -> C:
     data = cls.prepare(dict(data), prefix)
     hints = typing.get_type_hints(cls)
     init_fields = [f for f in dataclasses.fields(cls) if f.init]
-    names = [f.name for f in init_fields]
+    extra = cls.extra_sections()
+    names = [f.name for f in init_fields] + [n for n in extra if n not in hints]
     for key in data:
         if key not in names:
             raise ConfigError(f"unknown key {join_key(prefix, str(key))!r}"
@@ -140,9 +182,14 @@ def _build(cls: type[C], data: Mapping[str, Any] | None, prefix: str) -> C:
     if missing:
         keys = ", ".join(join_key(prefix, name) for name in missing)
         raise ConfigError(f"missing required key(s): {keys}")
-    kwargs = {name: coerce(data[name], hints[name], join_key(prefix, name))
-              for name in names if name in data}
-    return cls(**kwargs)
+    kwargs = {f.name: coerce(data[f.name], hints[f.name], join_key(prefix, f.name))
+              for f in init_fields if f.name in data}
+    obj = cls(**kwargs)
+    if extra:
+        obj.__dict__["_sections"] = {
+            name: sec_cls.from_dict(data.get(name), join_key(prefix, name), validate=False)
+            for name, sec_cls in extra.items()}
+    return obj
 
 
 def _is_required(f: dataclasses.Field) -> bool:
@@ -327,10 +374,13 @@ def check_key_path(cls: type[Config], parts: list[str], source: str) -> None:
         if config_cls is None:
             raise ConfigError(f"{source}: {'.'.join(parts[:depth])!r} is a value, "
                               f"not a section, so {key!r} does not exist")
-        names = [f.name for f in dataclasses.fields(config_cls) if f.init]
-        if part not in names:
-            raise ConfigError(f"{source}: unknown key {key!r}{suggest(part, names)}")
-        current = typing.get_type_hints(config_cls)[part]
+        types_by_name = {f.name: typing.get_type_hints(config_cls)[f.name]
+                         for f in dataclasses.fields(config_cls) if f.init}
+        types_by_name.update({n: c for n, c in config_cls.extra_sections().items()
+                              if n not in types_by_name})
+        if part not in types_by_name:
+            raise ConfigError(f"{source}: unknown key {key!r}{suggest(part, types_by_name)}")
+        current = types_by_name[part]
 
 
 def _config_class(tp: Any) -> type[Config] | None:

@@ -1,4 +1,4 @@
-"""The GPT model's config, its presets (SPEC.md §4) and its true parameter count.
+"""The GPT model's config, its presets (docs/algorithms.md §4) and its true parameter count.
 
 A preset fills the architecture fields (n_layers, n_heads, head_dim, d_model, ffn_hidden);
 a field given explicitly in YAML or on the command line wins over the preset. The paper's
@@ -102,8 +102,23 @@ class ModelConfig(Config):
     rotary_base: float = 10000.0
     """Base (theta) of the rotary position embedding."""
 
-    attention: Literal["auto", "flash", "sdpa"] = "auto"
-    """Attention backend: flash-attn, torch SDPA, or auto (flash when importable on CUDA)."""
+    attention: Literal["auto", "sdpa", "flex", "flash"] = "auto"
+    """Attention backend: torch SDPA (kernels tried cuDNN, flash, memory-efficient, math),
+    FlexAttention, flash-attn, or auto (CPU: sdpa; CUDA: sdpa, or flex for the document
+    mask). See ``draw_megatron/model/attention.py``."""
+
+    attention_mask: Literal["causal", "document"] = "causal"
+    """causal: each token sees every earlier token of its sequence. document: only the earlier
+    tokens of its own document; a document ends with (and includes) an ``eos_id`` token."""
+
+    position_reset: bool = False
+    """With the document mask: restart the rotary positions at 0 at each document start.
+    Rotary scores depend on offsets only, so this changes results by rounding only: a packed
+    document then computes exactly as it would alone."""
+
+    eos_id: int | None = None
+    """The EOS token id that ends documents (the document mask needs it); the trainer sets it
+    from the data's tokenizer (manifest.json). null: not set."""
 
     activation_checkpointing: bool = False
     """Recompute each block in backward (non-reentrant, as the DGA pass needs)."""
@@ -148,6 +163,15 @@ class ModelConfig(Config):
                 f"{self.head_dim} = {self.n_heads * self.head_dim} must equal "
                 f"{join_key(prefix, 'd_model')}={self.d_model}")
         self._validate_floats(prefix)
+        self._validate_mask(prefix)
+
+    def _validate_mask(self, prefix: str) -> None:
+        if self.position_reset and self.attention_mask != "document":
+            raise ConfigError(f"{join_key(prefix, 'position_reset')}=true needs "
+                              f"{join_key(prefix, 'attention_mask')}=document")
+        if self.eos_id is not None and not 0 <= self.eos_id < self.vocab_size:
+            raise ConfigError(f"{join_key(prefix, 'eos_id')}={self.eos_id} must be in "
+                              f"[0, {join_key(prefix, 'vocab_size')}={self.vocab_size})")
 
     def _validate_floats(self, prefix: str) -> None:
         if not 0.0 <= self.dropout < 1.0:

@@ -3,8 +3,9 @@
 ``load_run_config(path, overrides)`` reads the YAML, applies ``dotted.key=value``
 overrides, builds :class:`RunConfig` with type checks and runs the checks that need no
 environment (``validate``). A launcher then calls ``validate_layout(world_size)`` for the
-checks that need the world size and the file system, and the DGA launcher also calls
-``validate_dga_pass()``. Each component receives only its own section.
+checks that need the world size and the file system, and
+``draw_megatron.passes.registry.check_passes`` for the step passes (their sections are
+contributed by the pass registry). Each component receives only its own section.
 """
 
 from __future__ import annotations
@@ -17,32 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from draw_megatron.config.base import Config, ConfigError, apply_overrides, join_key, load_yaml
+from draw_megatron.config.base import (Config, ConfigError, apply_overrides, check_non_negative,
+                                       check_positive, join_key, load_yaml, require,
+                                       suggest)
 from draw_megatron.config.model import ModelConfig
 from draw_megatron.data.remote import is_remote
 
-MANIFEST_NAME = "manifest.json"  # DESIGN.md Contract 1 (draw_megatron.data.manifest)
+MANIFEST_NAME = "manifest.json"  # docs/architecture.md, Contract 1 (draw_megatron.data.manifest)
 
 
 def _key(prefix: str | None, section: str, name: str) -> str:
     return join_key(section if prefix is None else prefix, name)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _check_positive(cfg: Config, prefix: str | None, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        _require(value > 0, f"{_key(prefix, cfg.SECTION, name)}={value} must be > 0")
-
-
-def _check_non_negative(cfg: Config, prefix: str | None, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        _require(value >= 0, f"{_key(prefix, cfg.SECTION, name)}={value} must be >= 0")
 
 
 @dataclass(kw_only=True)
@@ -52,7 +38,7 @@ class RunSection(Config):
     SECTION: ClassVar[str] = "run"
 
     dir: str
-    """Run directory: config.yaml, metrics.jsonl, checkpoints/ (DESIGN.md Contract 5)."""
+    """Run directory: config.yaml, metrics.jsonl, checkpoints/ (docs/architecture.md, Contract 5)."""
 
     name: str | None = None
     """Display name (logs, TensorBoard); null: the run directory's base name."""
@@ -64,9 +50,9 @@ class RunSection(Config):
     """"auto": from the latest complete checkpoint in run.dir if any; "never"; or a path."""
 
     def validate(self, prefix: str | None = None) -> None:
-        _require(bool(self.dir), f"{_key(prefix, self.SECTION, 'dir')} must not be empty")
-        _check_non_negative(self, prefix, "seed")
-        _require(bool(self.resume), f"{_key(prefix, self.SECTION, 'resume')} must be 'auto', "
+        require(bool(self.dir), f"{_key(prefix, self.SECTION, 'dir')} must not be empty")
+        check_non_negative(self, prefix, "seed")
+        require(bool(self.resume), f"{_key(prefix, self.SECTION, 'resume')} must be 'auto', "
                                     "'never' or a checkpoint path")
 
 
@@ -83,7 +69,7 @@ class ParallelConfig(Config):
     """Shard norms and dropout along the sequence over the TP group (no effect at tp=1)."""
 
     def validate(self, prefix: str | None = None) -> None:
-        _check_positive(self, prefix, "tp")
+        check_positive(self, prefix, "tp")
 
 
 @dataclass(kw_only=True)
@@ -100,14 +86,14 @@ class ZeroConfig(Config):
 
     def validate(self, prefix: str | None = None) -> None:
         stage_key = _key(prefix, self.SECTION, "stage")
-        _require(self.stage in (0, 1, 2, 3), f"{stage_key}={self.stage} must be 0, 1, 2 or 3")
-        _require(not self.offload or self.stage >= 1,
+        require(self.stage in (0, 1, 2, 3), f"{stage_key}={self.stage} must be 0, 1, 2 or 3")
+        require(not self.offload or self.stage >= 1,
                  f"{_key(prefix, self.SECTION, 'offload')}=true needs {stage_key} >= 1")
 
 
 @dataclass(kw_only=True)
 class DataConfig(Config):
-    """The converted data (DESIGN.md Contract 1)."""
+    """The converted data (docs/architecture.md, Contract 1)."""
 
     SECTION: ClassVar[str] = "data"
 
@@ -131,7 +117,7 @@ class DataConfig(Config):
 
     def validate(self, prefix: str | None = None) -> None:
         for name in ("root", "split", "eval_split"):
-            _require(bool(getattr(self, name)),
+            require(bool(getattr(self, name)),
                      f"{_key(prefix, self.SECTION, name)} must not be empty")
         self._validate_cache(prefix)
 
@@ -139,56 +125,71 @@ class DataConfig(Config):
         root_key, cache_key = (_key(prefix, self.SECTION, n) for n in ("root", "cache_dir"))
         remote_root = is_remote(self.root)
         if remote_root:
-            _require(bool(self.cache_dir), f"{root_key}={self.root!r} is remote: set {cache_key} "
-                                           "to a local folder for its cache")
-            _require(not is_remote(str(self.cache_dir)),
-                     f"{cache_key}={self.cache_dir!r} must be a local folder")
+            require(bool(self.cache_dir), f"{root_key}={self.root!r} is remote: set {cache_key} "
+                                          "to a local folder for its cache")
+            require(not is_remote(str(self.cache_dir)),
+                    f"{cache_key}={self.cache_dir!r} must be a local folder")
         limit_key = _key(prefix, self.SECTION, "cache_limit")
-        _require(self.cache_limit is None
-                 or re.fullmatch(r"\d+(\.\d+)?\s*[kmgtp]?b", self.cache_limit.lower()) is not None,
-                 f"{limit_key}={self.cache_limit!r} is not a size such as 500mb or 20gb")
+        require(self.cache_limit is None
+                or re.fullmatch(r"\d+(\.\d+)?\s*[kmgtp]?b", self.cache_limit.lower()) is not None,
+                f"{limit_key}={self.cache_limit!r} is not a size such as 500mb or 20gb")
         for name in ("cache_dir", "cache_limit"):
-            _require(remote_root or getattr(self, name) is None,
-                     f"{_key(prefix, self.SECTION, name)} applies to a remote {root_key} only "
-                     f"(it is the local folder {self.root!r})")
-
-
-MixtureKind = Literal["natural", "uniform", "static", "dirichlet", "random", "online"]
-_KINDS_WITH_FILE = ("static", "dirichlet")
-_KINDS_WITHOUT_FILE = ("natural", "uniform", "random")
+            require(remote_root or getattr(self, name) is None,
+                    f"{_key(prefix, self.SECTION, name)} applies to a remote {root_key} only "
+                    f"(it is the local folder {self.root!r})")
 
 
 @dataclass(kw_only=True)
 class MixtureConfig(Config):
-    """The training mixture α_t (DESIGN.md Contract 3)."""
+    """The training mixture α_t (docs/architecture.md, Contract 3); the kinds are listed,
+    with what each reads, in ``draw_megatron.mixture.kinds``."""
 
     SECTION: ClassVar[str] = "mixture"
 
-    kind: MixtureKind = "natural"
-    """natural / uniform weights, a file's static weights or Dirichlet concentration,
-    random (Dir((√n/k)·1) redrawn), or online (DRO / DGA update α)."""
+    kind: str = "natural"
+    """natural | uniform | static (file) | dirichlet (file) | random |
+    hierarchical_dirichlet (file) | online (set by a pass) | online_draw (Dirichlet whose
+    concentration a pass's evidence updates; file optional)."""
 
     file: str | None = None
-    """Mixture file (DESIGN.md Contract 2); required by static and dirichlet; for online,
-    optional initial weights."""
+    """Mixture file (docs/architecture.md, Contract 2): required by static, dirichlet and
+    hierarchical_dirichlet; online_draw's starting concentration (default: the prior)."""
 
     redraw_every: int = 10
-    """Dirichlet / random: steps between draws of α_t (DRAW's N)."""
+    """Dirichlet kinds: steps between draws of α_t (DRAW's N)."""
 
     evidence: float = 1.0
-    """DRAW posterior evidence s: pseudo-counts given to α* (SPEC.md §1.3)."""
+    """s, the pseudo-counts given to one unit of evidence: the posterior's β1 + s·α*
+    (tools/draw_posterior.py and tools/run_pipeline.py default to it) and online_draw's
+    β ← ρ·β + s·α_ev."""
+
+    forget: float = 1.0
+    """ρ in online_draw's β ← ρ·β + s·α_ev: 1 keeps all evidence; < 1 discounts old evidence
+    and bounds the total concentration (docs/algorithms.md §7.1)."""
 
     def validate(self, prefix: str | None = None) -> None:
-        kind_key, file_key = (_key(prefix, self.SECTION, n) for n in ("kind", "file"))
-        _require(self.kind not in _KINDS_WITH_FILE or bool(self.file),
-                 f"{kind_key}={self.kind} needs {file_key} (a draw-mixture/v1 JSON)")
+        from draw_megatron.mixture.kinds import KINDS
+
+        kind_key, file_key = (join_key(self.SECTION if prefix is None else prefix, n)
+                              for n in ("kind", "file"))
+        require(self.kind in KINDS, f"{kind_key}={self.kind!r} is not a mixture kind"
+                                    f"{suggest(self.kind, KINDS)}; known: {', '.join(KINDS)}")
+        reads_file = KINDS[self.kind].file
+        require(reads_file != "required" or bool(self.file),
+                f"{kind_key}={self.kind} needs {file_key} (a draw-mixture/v1 JSON)")
         # A file with a kind that ignores it is almost always a forgotten kind=static.
-        _require(self.kind not in _KINDS_WITHOUT_FILE or self.file is None,
-                 f"{file_key}={self.file!r} is ignored by {kind_key}={self.kind}; set "
-                 f"{kind_key} to static or dirichlet, or drop {file_key}")
-        _check_positive(self, prefix, "redraw_every")
-        _require(math.isfinite(self.evidence) and self.evidence > 0,
-                 f"{_key(prefix, self.SECTION, 'evidence')}={self.evidence} must be > 0")
+        require(reads_file != "none" or self.file is None,
+                f"{file_key}={self.file!r} is ignored by {kind_key}={self.kind}; set "
+                f"{kind_key} to one that reads it "
+                f"({', '.join(n for n, k in KINDS.items() if k.file != 'none')}), "
+                f"or drop {file_key}")
+        check_positive(self, prefix, "redraw_every")
+        require(math.isfinite(self.evidence) and self.evidence >= 0,
+                f"{join_key(self.SECTION if prefix is None else prefix, 'evidence')}="
+                f"{self.evidence} must be finite and >= 0")
+        require(0 < self.forget <= 1,
+                f"{join_key(self.SECTION if prefix is None else prefix, 'forget')}="
+                f"{self.forget} must be in (0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -227,24 +228,33 @@ class TrainConfig(Config):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Training precision; auto: bf16 on a GPU that supports it, else fp32."""
 
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss is inf/NaN: stop (checkpoint the last good state, exit non-zero,
+    naming the step and domains) or skip it (no update; the batch counts as consumed)."""
+
+    max_skipped: int = 10
+    """With nonfinite=skip: stop after this many skipped steps in a row."""
+
     def validate(self, prefix: str | None = None) -> None:
         key = functools.partial(_key, prefix, self.SECTION)
-        _check_positive(self, prefix, "steps", "global_batch", "micro_batch", "lr")
-        _require(self.micro_batch <= self.global_batch,
+        check_positive(self, prefix, "steps", "global_batch", "micro_batch", "lr")
+        require(self.micro_batch <= self.global_batch,
                  f"{key('micro_batch')}={self.micro_batch} exceeds "
                  f"{key('global_batch')}={self.global_batch}")
-        _require(0 <= self.min_lr <= self.lr,
-                 f"{key('min_lr')}={self.min_lr} must be in [0, {key('lr')}={self.lr}]")
-        _require(0 <= self.warmup_fraction < 1,
+        # The decay is exponential toward min_lr: it must be > 0 (log(0) has no value).
+        require(0 < self.min_lr <= self.lr,
+                f"{key('min_lr')}={self.min_lr} must be in (0, {key('lr')}={self.lr}]")
+        require(0 <= self.warmup_fraction < 1,
                  f"{key('warmup_fraction')}={self.warmup_fraction} must be in [0, 1)")
-        _check_non_negative(self, prefix, "weight_decay", "grad_clip")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+        check_non_negative(self, prefix, "weight_decay", "grad_clip")
+        check_positive(self, prefix, "max_skipped")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                  f"{key('betas')}={self.betas} must be two values in [0, 1)")
 
 
 @dataclass(kw_only=True)
 class EvalConfig(Config):
-    """Per-domain validation on a fixed set of sequences (SPEC.md §5)."""
+    """Per-domain validation on a fixed set of sequences (docs/algorithms.md §5)."""
 
     SECTION: ClassVar[str] = "eval"
 
@@ -257,9 +267,16 @@ class EvalConfig(Config):
     split: str | None = None
     """Split to evaluate; null: data.eval_split."""
 
+    lm_tasks: list[str] = field(default_factory=list)
+    """lm-eval tasks evaluated on the live model during training (off when empty; the
+    ``lm_eval`` section has the finer settings)."""
+
+    lm_every: int = 0
+    """Steps between in-loop lm-eval evaluations; 0: only after the last step."""
+
     def validate(self, prefix: str | None = None) -> None:
-        _check_non_negative(self, prefix, "every")
-        _check_positive(self, prefix, "sequences_per_domain")
+        check_non_negative(self, prefix, "every", "lm_every")
+        check_positive(self, prefix, "sequences_per_domain")
 
 
 @dataclass(kw_only=True)
@@ -275,99 +292,7 @@ class CheckpointConfig(Config):
     """Latest complete checkpoints kept on disk; 0 keeps all."""
 
     def validate(self, prefix: str | None = None) -> None:
-        _check_non_negative(self, prefix, "every", "keep")
-
-
-@dataclass(kw_only=True)
-class DGAConfig(Config):
-    """Dynamic Gradient Alignment (SPEC.md §3); read by the DGA pass only."""
-
-    SECTION: ClassVar[str] = "dga"
-
-    every: int = 100
-    """T_r: steps between alignment updates."""
-
-    eta: float | None = None
-    """Step size of α ← α ⊙ exp(η a). No default on purpose: raw products scale with the
-    model, so a run with the DGA pass must set it (validate_for_pass)."""
-
-    ema_weight: float = 0.1
-    """w in α_EMA ← (1 − w) α_EMA + w α (the paper's β)."""
-
-    specific: str | None = None
-    """The specific (target) set y: its data location or domain, as the DGA launcher reads it."""
-
-    basis: str | None = None
-    """Basis file (draw-basis/v1) for distribution reweighting; null: reweight domains."""
-
-    alignment: Literal["raw", "cosine"] = "raw"
-    """a_i as the paper's raw inner product, or the scale-free cosine."""
-
-    probe_batch: int | None = None
-    """Sequences of each probe (one per unit, one of the specific set) over all DP ranks; a
-    multiple of the DP size. null: one micro-batch per rank (train.micro_batch × DP, SPEC.md
-    §3). Set it to make the α trajectory independent of the DP size."""
-
-    def validate(self, prefix: str | None = None) -> None:
-        _check_positive(self, prefix, "every")
-        eta_key = _key(prefix, self.SECTION, "eta")
-        _require(self.eta is None or (math.isfinite(self.eta) and self.eta > 0),
-                 f"{eta_key}={self.eta} must be finite and > 0")
-        _require(0 < self.ema_weight <= 1,
-                 f"{_key(prefix, self.SECTION, 'ema_weight')}={self.ema_weight} must be in (0, 1]")
-        _require(self.probe_batch is None or self.probe_batch > 0,
-                 f"{_key(prefix, self.SECTION, 'probe_batch')}={self.probe_batch} must be > 0")
-
-    def validate_for_pass(self, prefix: str | None = None) -> None:
-        """Checks for a run that has the DGA pass on (the DGA launcher calls this)."""
-        self.validate(prefix)
-        _require(self.eta is not None,
-                 f"{_key(prefix, self.SECTION, 'eta')} is not set: the DGA pass has no default "
-                 "step size (SPEC.md §3); set it in the config or as dga.eta=<value>")
-        _require(self.specific is not None,
-                 f"{_key(prefix, self.SECTION, 'specific')} is not set: the DGA pass needs "
-                 "a specific (target) set to align with")
-
-
-@dataclass(kw_only=True)
-class DROConfig(Config):
-    """Proxy DRO weight update (SPEC.md §2); read by the DRO pass only."""
-
-    SECTION: ClassVar[str] = "dro"
-
-    eta: float = 1.0
-    """Step size of α' = α ⊙ exp(η λ)."""
-
-    smoothing: float = 1e-3
-    """c in α = (1 − c) α'/Σα' + c/k."""
-
-    reference: str | None = None
-    """The reference model (same architecture, trained on the natural weights): its run's
-    consolidated ``model.safetensors``, or the run folder holding it. Required by the DRO
-    pass (validate_for_pass)."""
-
-    def validate(self, prefix: str | None = None) -> None:
-        _check_positive(self, prefix, "eta")
-        _require(0 <= self.smoothing < 1,
-                 f"{_key(prefix, self.SECTION, 'smoothing')}={self.smoothing} must be in [0, 1)")
-
-    def validate_for_pass(self, prefix: str | None = None) -> None:
-        """Checks for a run that has the DRO pass on (the DRO launcher calls this)."""
-        self.validate(prefix)
-        key = _key(prefix, self.SECTION, "reference")
-        _require(bool(self.reference),
-                 f"{key} is not set: the DRO pass needs the reference run's model "
-                 f"(launch/train_reference.py writes <run.dir>/model.safetensors); set "
-                 f"{key}=PATH")
-        _require(os.path.isfile(self.reference_file),
-                 f"{key}={self.reference!r}: no such file ({self.reference_file}); train the "
-                 "reference first (launch/train_reference.py)")
-
-    @property
-    def reference_file(self) -> str:
-        """``reference`` itself if it names a .safetensors file, else its model.safetensors."""
-        ref = self.reference or ""
-        return ref if ref.endswith(".safetensors") else os.path.join(ref, "model.safetensors")
+        check_non_negative(self, prefix, "every", "keep")
 
 
 @dataclass(kw_only=True)
@@ -383,7 +308,7 @@ class LogConfig(Config):
     """Also write TensorBoard events under run.dir."""
 
     def validate(self, prefix: str | None = None) -> None:
-        _check_positive(self, prefix, "every")
+        check_positive(self, prefix, "every")
 
 
 @dataclass(kw_only=True)
@@ -419,14 +344,33 @@ class RunConfig(Config):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoint cadence and retention."""
 
-    dga: DGAConfig = field(default_factory=DGAConfig)
-    """The DGA pass (used only by the DGA launcher)."""
-
-    dro: DROConfig = field(default_factory=DROConfig)
-    """The proxy DRO pass (used only by the DRO launcher)."""
+    passes: list[str] = field(default_factory=list)
+    """Step passes that plug into the step, by name (draw_megatron/passes/registry.py):
+    e.g. [dro] (the proxy DRO), [dga], [odm], [dro_evidence] (online DRAW's evidence),
+    [dro, alignment_monitor]. At most one owns the loss and one the mixture. Each pass's
+    settings are in the section of its name (dro:, dga:, …), which every config has."""
 
     log: LogConfig = field(default_factory=LogConfig)
     """Logging cadence and sinks."""
+
+    @classmethod
+    def extra_sections(cls):
+        from draw_megatron.passes.registry import section_classes
+
+        return section_classes()
+
+    def __getattr__(self, name: str):
+        # The step passes' sections read as attributes (cfg.dga.eta), like the fields.
+        sections = self.__dict__.get("_sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    @property
+    def active_passes(self) -> list[str]:
+        """``passes`` plus those implied by other settings (``lm_eval`` by eval.lm_tasks)."""
+        implied = ["lm_eval"] if self.eval.lm_tasks and "lm_eval" not in self.passes else []
+        return [*self.passes, *implied]
 
     @property
     def run_name(self) -> str:
@@ -441,9 +385,15 @@ class RunConfig(Config):
     def validate(self, prefix: str | None = None) -> None:
         """Every section's checks, then those across sections that need no environment."""
         super().validate("")
+        from draw_megatron.passes.registry import check_names
+
+        check_names(self.passes)
         tp, heads, vocab = self.parallel.tp, self.model.n_heads, self.model.padded_vocab_size
-        _require(heads % tp == 0, f"parallel.tp={tp} does not divide model.n_heads={heads}")
-        _require(vocab % tp == 0,
+        require(heads % tp == 0, f"parallel.tp={tp} does not divide model.n_heads={heads}")
+        require(self.train.nonfinite != "skip" or self.zero.stage in (1, 2),
+                f"train.nonfinite=skip needs zero.stage 1 or 2 (DeepSpeed withholds a "
+                f"non-finite update only there); zero.stage={self.zero.stage}: use stop")
+        require(vocab % tp == 0,
                  f"parallel.tp={tp} does not divide the padded vocabulary {vocab} "
                  f"(model.vocab_size={self.model.vocab_size} rounded up to a multiple of "
                  f"model.vocab_multiple={self.model.vocab_multiple})")
@@ -464,19 +414,15 @@ class RunConfig(Config):
         configs on a machine without their data).
         """
         self.validate()
-        _require(world_size >= 1, f"world size {world_size} must be >= 1")
+        require(world_size >= 1, f"world size {world_size} must be >= 1")
         tp = self.parallel.tp
-        _require(world_size % tp == 0, f"parallel.tp={tp} does not divide the world size "
+        require(world_size % tp == 0, f"parallel.tp={tp} does not divide the world size "
                                        f"{world_size}")
         dp = self.data_parallel_size(world_size)
         micro, batch = self.train.micro_batch, self.train.global_batch
-        _require(batch % (micro * dp) == 0,
+        require(batch % (micro * dp) == 0,
                  f"train.global_batch={batch} is not divisible by train.micro_batch={micro} × "
                  f"DP={dp} = {micro * dp} (DP = world size {world_size} / parallel.tp={tp})")
-        probe = self.dga.probe_batch
-        _require(probe is None or probe % dp == 0,
-                 f"dga.probe_batch={probe} does not split over DP={dp} ranks (DP = world size "
-                 f"{world_size} / parallel.tp={tp})")
         if check_data_root:
             self._check_data_root()
 
@@ -490,26 +436,19 @@ class RunConfig(Config):
             except ManifestError as exc:
                 raise ConfigError(f"data.root={root!r}: {exc}") from None
             return
-        _require(os.path.isdir(root), f"data.root={root!r} does not exist (or is not a folder); "
+        require(os.path.isdir(root), f"data.root={root!r} does not exist (or is not a folder); "
                                       "convert data with tools/convert_pile.py first")
-        _require(os.path.isfile(os.path.join(root, MANIFEST_NAME)),
+        require(os.path.isfile(os.path.join(root, MANIFEST_NAME)),
                  f"data.root={root!r} holds no {MANIFEST_NAME}: not a converted data root")
 
-    def validate_dro_pass(self) -> None:
-        """Checks for a run with the DRO pass on; the DRO launcher calls this."""
-        self.dro.validate_for_pass("dro")
 
-    def validate_dga_pass(self) -> None:
-        """Checks for a run with the DGA pass on; the DGA launcher calls this."""
-        self.dga.validate_for_pass("dga")
-        _require(self.zero.stage <= 2, f"zero.stage={self.zero.stage}: the DGA pass supports "
-                                       "ZeRO stages 0-2 only (DESIGN.md)")
-
-
-def load_run_config(yaml_path: str, overrides: Sequence[str] = ()) -> RunConfig:
+def load_run_config(yaml_path: str, overrides: Sequence[str] = (),
+                    launcher_keys: Sequence[str] = ()) -> RunConfig:
     """Read ``yaml_path``, apply ``dotted.key=value`` overrides, build and validate().
 
-    Precedence: model preset < YAML field < command-line override (later overrides win).
+    Precedence: model preset < YAML field < ``launcher_keys`` (what a launch script is for,
+    e.g. ``passes=[dro]`` for launch/proxy_dro.py, so any base config serves it) <
+    command-line override (later overrides win).
     """
-    raw = apply_overrides(RunConfig, load_yaml(yaml_path), overrides)
+    raw = apply_overrides(RunConfig, load_yaml(yaml_path), [*launcher_keys, *overrides])
     return RunConfig.from_dict(raw, prefix="")

@@ -1,4 +1,4 @@
-"""Embedding clusters as fine-grained domains (DGA paper §2.3 and §3.2; SPEC.md §3).
+"""Embedding clusters as fine-grained domains (DGA paper §2.3 and §3.2; docs/algorithms.md §3).
 
 Documents (or chunks of them) are embedded with SentenceBERT all-MiniLM-L6-v2 (384-d), and
 the generic training set is k-means-clustered hierarchically: k clusters, each split into k,

@@ -1,6 +1,6 @@
 """The Pile's jsonl / jsonl.zst -> one tokenized, token-packed MDS dataset per domain and split.
 
-Layout and format are DESIGN.md Contract 1. Documents are tokenized, each followed by EOS,
+Layout and format are docs/architecture.md, Contract 1. Documents are tokenized, each followed by EOS,
 joined into one stream per (split, domain), and cut into windows of seq_len + 1 tokens that
 start every seq_len tokens (so consecutive windows share one token and every token after
 the first is a label exactly once). The tail shorter than a window is dropped and counted.

@@ -1,4 +1,4 @@
-"""The mixture data loader (DESIGN.md Contract 3).
+"""The mixture data loader (docs/architecture.md, Contract 3).
 
 Step t of a run with global batch G:
   1. α_t comes from the mixture schedule (static, Dirichlet redrawn every N steps on rank 0
@@ -8,7 +8,7 @@ Step t of a run with global batch G:
   3. the j-th use of domain d takes item j mod n_d of that domain's permutation for epoch
      ⌊j / n_d⌋, keyed by (seed, d, epoch) (an O(1)-memory Feistel permutation);
   4. DP rank r reads positions [r·G/DP, (r+1)·G/DP).
-Stratified batches (``stratified=True``, the DRO proxy, SPEC.md §2) replace step 2: every
+Stratified batches (``stratified=True``, the DRO proxy, docs/algorithms.md §2) replace step 2: every
 domain gets ⌊G/k⌋ positions, the G mod k left over go to distinct domains, and the positions
 are shuffled, all by a generator seeded by (seed, t); α_t is then reported, not sampled from.
 Every rank computes steps 1–3 for the whole global batch, so all ranks hold the same
@@ -25,7 +25,7 @@ import torch
 
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.permutation import derive_key, permute
-from draw_megatron.mixture.schedule import MixtureSchedule
+from draw_megatron.mixture.schedule import Schedule
 
 # Independent randomness streams derived from the run seed.
 TRAIN_STREAM = 0x545241494E  # "TRAIN"
@@ -50,6 +50,9 @@ class Batch:
     domain_counts: np.ndarray | None = None
     """[k] sequences of each domain in the whole global batch (all DP ranks), known before
     any forward pass; None for probe batches."""
+    probe_weight: float = 1.0
+    """Probe batches: the factor on this rank's mean loss that makes the DP mean the mean
+    over the whole probe (ranks may hold unequal shares; see ProbeSampler)."""
 
     def micro_batches(self, micro_batch: int) -> list[Batch]:
         """Consecutive slices of ``micro_batch`` sequences (gradient accumulation)."""
@@ -149,7 +152,7 @@ class MixtureLoader:
     """The training stream: this rank's G/DP sequences of each step, from the mixture α_t
     (or, ``stratified``, the same number of sequences from every domain)."""
 
-    def __init__(self, data: DomainData, schedule: MixtureSchedule, global_batch: int,
+    def __init__(self, data: DomainData, schedule: Schedule, global_batch: int,
                  seed: int, dp_rank: int = 0, dp_size: int = 1, stratified: bool = False):
         if schedule.num_domains != data.num_domains:
             raise ValueError(f"the mixture has {schedule.num_domains} domains, the data "
@@ -212,11 +215,22 @@ class MixtureLoader:
         self.step = int(state["step"])
 
 
+def _check_probe_size(num: int) -> int:
+    if num < 1:
+        raise ValueError(f"a probe needs at least one sequence, got {num}")
+    return int(num)
+
+
+def check_stratifiable_size(num_domains: int, global_batch: int) -> None:
+    """ValueError unless a global batch can hold every domain (stratified batches)."""
+    if global_batch < num_domains:
+        raise ValueError(f"train.global_batch={global_batch} is smaller than the {num_domains} "
+                         "domains: a stratified batch holds at least one sequence of every "
+                         "domain")
+
+
 def _check_stratifiable(data: DomainData, global_batch: int) -> None:
-    k = data.num_domains
-    if global_batch < k:
-        raise ValueError(f"train.global_batch={global_batch} is smaller than the {k} domains: "
-                         "a stratified batch holds at least one sequence of every domain")
+    check_stratifiable_size(data.num_domains, global_batch)
     empty = [name for name, n in zip(data.manifest.domain_names, data.num_sequences) if n == 0]
     if empty:
         raise ValueError(f"stratified batches take every domain, but {empty} have no sequence "
@@ -230,9 +244,12 @@ def _draw_mode(stratified: bool) -> str:
 class ProbeSampler:
     """Probe batches (DGA's one batch per domain, a specific set) with their own cursors.
 
-    Separate from the training stream: drawing probes never shifts it. Each probe draws
-    ``per_rank × dp_size`` sequences globally and rank r keeps its slice, so probes too are
-    independent of the DP size.
+    Separate from the training stream: drawing probes never shifts it. A probe of ``num``
+    sequences is drawn globally and DP rank r keeps the share [⌊r·num/DP⌋, ⌊(r+1)·num/DP⌋),
+    so probes are independent of the DP size. Shares may be unequal: the batch's
+    ``probe_weight`` = share·DP/num makes the DP mean of per-rank mean losses (and of their
+    gradients) the mean over all ``num`` sequences. A rank with an empty share gets one
+    sequence with weight 0, so every rank still runs the same collectives.
     """
 
     def __init__(self, data: DomainData, seed: int, dp_rank: int = 0, dp_size: int = 1,
@@ -242,26 +259,33 @@ class ProbeSampler:
         self.sampler = DomainSampler(data, seed, stream)
         self.num_draws = 0  # counter seeding the mixed draws
 
-    def _local(self, domains: np.ndarray, per_rank: int, alpha: np.ndarray) -> Batch:
+    def _local(self, domains: np.ndarray, alpha: np.ndarray) -> Batch:
+        num = domains.size
         indices = self.sampler.take(domains)
-        mine = slice(self.dp_rank * per_rank, (self.dp_rank + 1) * per_rank)
-        return _to_batch(self.data.read(indices[mine]), domains[mine], -1, alpha)
+        start, stop = (self.dp_rank * num // self.dp_size,
+                       (self.dp_rank + 1) * num // self.dp_size)
+        weight = (stop - start) * self.dp_size / num
+        if start == stop:
+            start, stop = 0, 1
+        batch = _to_batch(self.data.read(indices[start:stop]), domains[start:stop], -1, alpha)
+        batch.probe_weight = weight
+        return batch
 
-    def domain_batch(self, domain: int, per_rank: int) -> Batch:
-        """``per_rank`` sequences of one domain for this rank."""
+    def domain_batch(self, domain: int, num: int) -> Batch:
+        """This rank's share of ``num`` sequences of one domain."""
         alpha = np.zeros(self.data.num_domains)
         alpha[domain] = 1.0
-        domains = np.full(per_rank * self.dp_size, domain, dtype=np.int64)
-        return self._local(domains, per_rank, alpha)
+        return self._local(np.full(_check_probe_size(num), domain, dtype=np.int64), alpha)
 
-    def mixed_batch(self, per_rank: int, alpha: np.ndarray | None = None) -> Batch:
-        """``per_rank`` sequences drawn from ``alpha`` (default: uniform over sequences)."""
+    def mixed_batch(self, num: int, alpha: np.ndarray | None = None) -> Batch:
+        """This rank's share of ``num`` sequences drawn from ``alpha`` (default: uniform over
+        sequences)."""
         if alpha is None:
             alpha = self.data.num_sequences / self.data.num_sequences.sum()
-        domains = draw_domains(alpha, per_rank * self.dp_size, self.seed, self.stream,
+        domains = draw_domains(alpha, _check_probe_size(num), self.seed, self.stream,
                                self.num_draws)
         self.num_draws += 1
-        return self._local(domains, per_rank, alpha)
+        return self._local(domains, alpha)
 
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.state_dict(), "num_draws": self.num_draws}

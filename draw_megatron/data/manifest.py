@@ -1,4 +1,5 @@
-"""The data root's manifest.json (DESIGN.md Contract 1): what the converter wrote, validated.
+"""The data root's manifest.json (docs/architecture.md, Contract 1): what the converter wrote,
+validated.
 
 A data root is a local folder or a URL of object storage (``s3://bucket/prefix``). A remote
 root is read through a local cache folder: its manifest is downloaded at every load, and
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -110,16 +113,14 @@ class Manifest:
         for key in ("seq_len", "dtype", "tokenizer", "splits", "domains"):
             if key not in raw:
                 raise ManifestError(f"{where}: missing key {key!r}")
-        domains = tuple(
-            DomainInfo(name=d["name"], slug=d["slug"], epochs=float(d["epochs"]),
-                       splits=d["splits"])
-            for d in raw["domains"]
-        )
+        domains = tuple(_domain(d, i, where) for i, d in enumerate(raw["domains"]))
         if not domains:
             raise ManifestError(f"{where}: no domains")
-        names = [d.name for d in domains]
-        if len(set(names)) != len(names):
-            raise ManifestError(f"{where}: duplicate domain names")
+        for attr in ("name", "slug"):
+            values = [getattr(d, attr) for d in domains]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ManifestError(f"{where}: duplicate domain {attr}s {repeated}")
         if not remote.is_remote(root):
             root = os.path.abspath(root)
         return cls(root=root, seq_len=int(raw["seq_len"]), dtype=raw["dtype"],
@@ -183,6 +184,37 @@ class Manifest:
         if not self.is_remote:
             return None
         return remote.join(self.root, split, self.domains[index].slug)
+
+
+_SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+def _domain(raw: object, index: int, where: str) -> DomainInfo:
+    """One manifest domain, checked: a hand-edited manifest must not send reads outside the
+    data root (a slug is one plain path component) or carry impossible numbers."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: domains[{index}] is not an object")
+    missing = [k for k in ("name", "slug", "epochs", "splits") if k not in raw]
+    if missing:
+        raise ManifestError(f"{where}: domains[{index}] lacks {missing}")
+    name, slug = raw["name"], raw["slug"]
+    if not isinstance(slug, str) or not _SLUG.match(slug) or slug in (".", ".."):
+        raise ManifestError(f"{where}: domain {name!r} has slug {slug!r}: a slug must be one "
+                            "plain folder name (letters, digits, '.', '_', '-'), never a path "
+                            "that leaves the data root")
+    try:
+        epochs = float(raw["epochs"])
+    except (TypeError, ValueError):
+        epochs = float("nan")
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise ManifestError(f"{where}: domain {name!r} has epochs {raw['epochs']!r}; it must be "
+                            "a finite number > 0")
+    for split, counts in (raw["splits"] or {}).items():
+        weight = counts.get("natural_weight", 0.0) if isinstance(counts, dict) else None
+        if not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
+            raise ManifestError(f"{where}: domain {name!r}, split {split!r}: natural_weight "
+                                f"{weight!r} must be a finite number >= 0")
+    return DomainInfo(name=name, slug=slug, epochs=epochs, splits=raw["splits"])
 
 
 def natural_weights(sequences: list[int], epochs: list[float]) -> list[float]:

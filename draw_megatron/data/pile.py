@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-# The Pile's epochs per component (its README; SPEC.md section 6). Natural weights are
+# The Pile's epochs per component (its README; docs/algorithms.md §6). Natural weights are
 # sequence counts x epochs (DRAW App. E.4); any other domain name gets 1.0.
 PILE_EPOCHS: dict[str, float] = {
     "Pile-CC": 1.0, "PubMed Central": 2.0, "Books3": 1.5, "OpenWebText2": 2.0,

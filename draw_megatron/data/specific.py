@@ -1,4 +1,4 @@
-"""The specific (target) set y of DGA (SPEC.md §3): where ``dga.specific`` points, opened.
+"""The specific (target) set y of DGA (docs/algorithms.md §3): where ``dga.specific`` points, opened.
 
 ``dga.specific`` takes one of three forms:
 
@@ -39,7 +39,6 @@ import torch
 import torch.distributed as dist
 
 from draw_megatron.config.base import ConfigError
-from draw_megatron.config.run import RunConfig
 from draw_megatron.data.convert import ConversionError, ConvertConfig, convert_corpus
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import Batch, ProbeSampler
@@ -98,8 +97,8 @@ class SpecificSet:
         """A probe sampler over this set on its own random stream (checkpoint its state)."""
         return ProbeSampler(self.data, seed, dp_rank, dp_size, stream=SPECIFIC_STREAM)
 
-    def batch(self, sampler: ProbeSampler, per_rank: int) -> Batch:
-        """This rank's ``per_rank`` sequences of one probe of the set.
+    def batch(self, sampler: ProbeSampler, num: int) -> Batch:
+        """This rank's share of one probe of ``num`` sequences of the set.
 
         Only ``tokens`` and ``labels`` mean the same as in a training batch: ``alpha`` has
         one entry per domain of ``data`` (one for converted files), and ``domain_ids`` are -1
@@ -109,9 +108,9 @@ class SpecificSet:
             raise ValueError("the sampler reads other data than this specific set: build it "
                              "with SpecificSet.sampler()")
         if self.domain is None:
-            batch = sampler.mixed_batch(per_rank)
+            batch = sampler.mixed_batch(num)
         else:
-            batch = sampler.domain_batch(self.domain, per_rank)
+            batch = sampler.domain_batch(self.domain, num)
         if not self.shares_domains:
             batch = dataclasses.replace(batch, domain_ids=torch.full_like(batch.domain_ids, -1))
         return batch
@@ -247,18 +246,17 @@ def _input_files(spec: str) -> tuple[str, ...]:
 # Opening.
 
 
-def open_specific(spec: str | None, cfg: RunConfig, manifest: Manifest,
-                  workers: int = 1) -> SpecificSet:
-    """Resolve ``spec`` (normally ``cfg.dga.specific``) and open it on every rank.
+def open_specific(spec: str | None, manifest: Manifest, *, train_split: str, eval_split: str,
+                  run_dir: str, workers: int = 1) -> SpecificSet:
+    """Resolve ``spec`` (normally ``dga.specific``) and open it on every rank.
 
     Collective under torch.distributed (every rank calls it, in the same order as its other
     DomainData). Files are converted by global rank 0 only (``workers`` tokenizer
     processes) while the others wait; inputs and ``run.dir`` must be visible to all ranks.
     """
-    source = parse_specific(spec, manifest, train_split=cfg.data.split,
-                            eval_split=cfg.eval_split)
+    source = parse_specific(spec, manifest, train_split=train_split, eval_split=eval_split)
     if source.kind == "files":
-        root = _on_rank0(lambda: _converted_root(spec, source.files, manifest, cfg.run.dir,
+        root = _on_rank0(lambda: _converted_root(spec, source.files, manifest, run_dir,
                                                  workers))
         if not os.path.isfile(os.path.join(root, MANIFEST_NAME)):
             raise ConfigError(f"{KEY}={spec!r}: {root}, converted by global rank 0, is not "

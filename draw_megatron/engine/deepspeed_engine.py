@@ -1,4 +1,4 @@
-"""DeepSpeed, configured from our config tree (DESIGN.md: ZeRO 0–3, mixed precision,
+"""DeepSpeed, configured from our config tree (docs/architecture.md: ZeRO 0–3, mixed precision,
 checkpoint files) with the project's process groups passed as ``mpu``.
 
 One code path: NCCL and bf16 on GPUs; gloo and fp32 on CPU (``DS_ACCELERATOR=cpu``).
@@ -13,7 +13,7 @@ import torch
 
 from draw_megatron.config.run import RunConfig
 from draw_megatron.engine.launch_env import env_from_slurm
-from draw_megatron.engine.schedule import lr_at, warmup_steps
+from draw_megatron.engine.lr_schedule import lr_at, warmup_steps
 from draw_megatron.parallel import ParallelTopology
 
 

@@ -1,4 +1,4 @@
-"""Per-domain validation loss on a fixed set of sequences (SPEC.md §5).
+"""Per-domain validation loss on a fixed set of sequences (docs/algorithms.md §5).
 
 The set is the first M sequences of each domain's evaluation split, so every run compares
 the same tokens. Positions are dealt to DP ranks round-robin and every rank runs the same

@@ -1,11 +1,11 @@
-"""Basis files for DGA distribution reweighting (DGA paper Eq. 9; DESIGN.md Contract 2).
+"""Basis files for DGA distribution reweighting (DGA paper Eq. 9; docs/architecture.md, Contract 2).
 
 ``{"format": "draw-basis/v1", "domains": [k names], "bases": [{"name": ..., "weights": [k]},
 ...], "provenance": {...}}``. Each basis p_j is a distribution over the k fine-grained
 domains (an importance-sampling histogram, Eq. 4); DGA learns α_dist ∈ Δ^N over the N bases
 and draws batches from mix(P α_dist), P = [p_1 … p_N] ∈ R^{k×N}.
 
-Loading checks what a mixture file's loader checks (DESIGN.md Contract 2): the set of domain
+Loading checks what a mixture file's loader checks (docs/architecture.md, Contract 2): the set of domain
 names equals the data's (order is normalised to the data's), every basis on the simplex.
 """
 

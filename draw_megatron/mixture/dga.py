@@ -1,14 +1,14 @@
-"""DGA's weight update (SPEC.md §3; DGA paper Eq. 6 and Algorithm 1), without any torch.
+"""DGA's weight update (docs/algorithms.md §3; DGA paper Eq. 6 and Algorithm 1), without any torch.
 
 Every T_r steps, given alignment scores a (one per reweighted unit: a domain, or a basis
 distribution under distribution reweighting):
 
     α ← α ⊙ exp(η a) / Σ(α ⊙ exp(η a))          (mirror descent; the paper's line 9 prints
-                                                  exp(−η a): a typo, SPEC.md §3)
+                                                  exp(−η a): a typo, docs/algorithms.md §3)
     α_EMA ← (1 − w) α_EMA + w α                   (w = dga.ema_weight)
 
 Batches come from mix(α_EMA) (or mix(P α_EMA) over a basis P). The trajectory of the
-sampling weights is kept; its mean is the run's alignment-based α* (SPEC.md §3, last item).
+sampling weights is kept; its mean is the run's alignment-based α* (docs/algorithms.md §3.10).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""DRAW's Dirichlet maths: prior, posterior, scaling to the main model, moments (SPEC.md §1).
+"""DRAW's Dirichlet maths: prior, posterior, scaling to the main model, moments (docs/algorithms.md §1).
 
-Pure numpy. Notation as in SPEC.md: k domains, n1 / n2 the proxy / main widths (``d_model``),
+Pure numpy. Notation as in docs/algorithms.md: k domains, n1 / n2 the proxy / main widths (``d_model``),
 α* ∈ Δ^k the proxy's DRO weights, s the evidence (pseudo-counts given to α*), Dir(β).
 
-    β1 = (√n1/k)·1                      prior                (SPEC §1.1, paper Eq. 1)
-    β1_new = β1 + s·α*                  posterior            (SPEC §1.3, Eq. 3, App. B)
-    β2 = √(n2/n1)·β1_new                main-model Dirichlet (SPEC §1.4, Eq. 4/5)
+    β1 = (√n1/k)·1                      prior                (docs/algorithms.md §1.1, paper Eq. 1)
+    β1_new = β1 + s·α*                  posterior            (docs/algorithms.md §1.3, Eq. 3, App. B)
+    β2 = √(n2/n1)·β1_new                main-model Dirichlet (docs/algorithms.md §1.4, Eq. 4/5)
        = √(n2/n1)·s·α* + (√n2/k)·1
-    E[α_i] = β_i/S, Var[α_i] = β_i(S − β_i)/(S²(S + 1)), S = Σβ   (SPEC §1.6, Eq. 7)
+    E[α_i] = β_i/S, Var[α_i] = β_i(S − β_i)/(S²(S + 1)), S = Σβ   (docs/algorithms.md §1.6, Eq. 7)
 
-With s = 1 the main mixture stays near uniform by design (SPEC §1.7): the prior carries √n1
+With s = 1 the main mixture stays near uniform by design (docs/algorithms.md §1.7): the prior carries √n1
 pseudo-counts and α* one. That is the method, not a bug to fix.
 """
 
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIMPLEX_TOL = 1e-6
-"""How far Σα* may be from 1 (the mixture files' tolerance, DESIGN.md Contract 2)."""
+from draw_megatron.mixture.files import SIMPLEX_TOL
 
 
 def _check_width(name: str, n: float) -> float:
@@ -71,7 +70,7 @@ def check_concentration(beta, name: str = "beta") -> np.ndarray:
 
 
 def prior_concentration(k: int, n1: float) -> np.ndarray:
-    """The DRAW prior β1 = (√n1/k)·1 (SPEC §1.1, paper Eq. 1).
+    """The DRAW prior β1 = (√n1/k)·1 (docs/algorithms.md §1.1, paper Eq. 1).
 
     Its total Σβ1 = √n1: the prior carries √n1 pseudo-counts, spread evenly over k domains.
     """
@@ -81,7 +80,7 @@ def prior_concentration(k: int, n1: float) -> np.ndarray:
 
 
 def posterior_concentration(prior, alpha_star, evidence: float = 1.0) -> np.ndarray:
-    """The posterior β1_new = β1 + s·α* (SPEC §1.3, paper Eq. 3 and App. B with s = 1).
+    """The posterior β1_new = β1 + s·α* (docs/algorithms.md §1.3, paper Eq. 3 and App. B with s = 1).
 
     α* counts as s pseudo-observations spread by its weights (Dirichlet–multinomial
     conjugacy); the paper's s = 1 is the default.
@@ -92,7 +91,7 @@ def posterior_concentration(prior, alpha_star, evidence: float = 1.0) -> np.ndar
 
 
 def scale_concentration(beta, n1: float, n2: float) -> np.ndarray:
-    """The concentration scaled from width n1 to width n2: √(n2/n1)·β (SPEC §1.4, Eq. 4).
+    """The concentration scaled from width n1 to width n2: √(n2/n1)·β (docs/algorithms.md §1.4, Eq. 4).
 
     The mean β/Σβ is unchanged; the total grows with √n2, so a wider model's draws are
     more concentrated around that mean.
@@ -104,7 +103,7 @@ def scale_concentration(beta, n1: float, n2: float) -> np.ndarray:
 def main_concentration(alpha_star, n1: float, n2: float, evidence: float = 1.0) -> np.ndarray:
     """The main run's β2 = √(n2/n1)·(β1 + s·α*) = √(n2/n1)·s·α* + (√n2/k)·1.
 
-    SPEC §1.4, paper Eq. 5: the composition of :func:`prior_concentration`,
+    docs/algorithms.md §1.4, paper Eq. 5: the composition of :func:`prior_concentration`,
     :func:`posterior_concentration` and :func:`scale_concentration`.
     """
     alpha_star = check_simplex(alpha_star)
@@ -116,8 +115,8 @@ def dirichlet_moments(beta) -> tuple[np.ndarray, np.ndarray]:
     """(E[α], Var[α]) of Dir(β).
 
     E[α_i] = β_i/S, Var[α_i] = β_i(S − β_i)/(S²(S + 1)), S = Σβ: the general moments
-    (SPEC §1.6, paper Eq. 7). Not the paper's simplified Eq. 11, whose last line is off by
-    a factor √n1 (SPEC §1.6). For β2 the mean is Eq. 10's
+    (docs/algorithms.md §1.6, paper Eq. 7). Not the paper's simplified Eq. 11, whose last line is off by
+    a factor √n1 (docs/algorithms.md §1.6). For β2 the mean is Eq. 10's
     E[α_i] = (√n1/k + s·α_i*)/(√n1 + s).
     """
     beta = check_concentration(beta)
@@ -154,7 +153,7 @@ class DrawPosterior:
 
 
 def draw_posterior(alpha_star, n1: float, n2: float, evidence: float = 1.0) -> DrawPosterior:
-    """Prior, posterior, main-model concentration and its moments for α* (SPEC §1.1–1.6)."""
+    """Prior, posterior, main-model concentration and its moments for α* (docs/algorithms.md §1.1–1.6)."""
     alpha_star = check_simplex(alpha_star)
     n1, n2, evidence = _check_width("n1", n1), _check_width("n2", n2), _check_evidence(evidence)
     prior = prior_concentration(alpha_star.size, n1)

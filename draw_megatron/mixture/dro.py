@@ -1,4 +1,4 @@
-"""The proxy DRO weight update (SPEC.md §2, DRAW Eq. 2 following DoReMi). Pure numpy.
+"""The proxy DRO weight update (docs/algorithms.md §2, DRAW Eq. 2 following DoReMi). Pure numpy.
 
 Each proxy step t turns the per-domain excess losses λ (already clipped per token and
 reduced over the whole global batch, all DP ranks, by the caller) into new weights:
@@ -26,7 +26,7 @@ def _check_step_size(eta: float, smoothing: float) -> None:
 
 
 def excess_loss(sums, counts) -> np.ndarray:
-    """Per-domain excess λ_i = sums_i / counts_i (SPEC §2).
+    """Per-domain excess λ_i = sums_i / counts_i (docs/algorithms.md §2).
 
     ``sums`` holds each domain's summed per-token excess (clipped at 0) and ``counts`` its
     token count, both over the whole global batch. A domain with no token (count 0) gets
@@ -51,7 +51,7 @@ def excess_loss(sums, counts) -> np.ndarray:
 
 
 def dro_update(alpha_prev, excess, eta: float = 1.0, smoothing: float = 1e-3) -> np.ndarray:
-    """One DRO step: α' = α_{t−1} ⊙ exp(η λ); α_t = (1 − c)·α'/Σα' + c/k (SPEC §2).
+    """One DRO step: α' = α_{t−1} ⊙ exp(η λ); α_t = (1 − c)·α'/Σα' + c/k (docs/algorithms.md §2).
 
     Computed in log space with the maximum m subtracted,
     α'_i ∝ exp(log α_{t−1,i} + ηλ_i − m), so exp never overflows however large the excess

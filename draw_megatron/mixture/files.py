@@ -1,7 +1,9 @@
-"""Mixture files (DESIGN.md Contract 2): static weights or Dirichlet concentrations, as JSON.
+"""Mixture files (docs/architecture.md, Contract 2): static weights or Dirichlet concentrations, as JSON.
 
 ``{"format": "draw-mixture/v1", "domains": [...], "kind": "static" | "dirichlet",
 "weights" | "concentration": [...], "stats": {"mean", "var"}, "provenance": {...}}``.
+Kind ``hierarchical_dirichlet`` (groups of domains, two levels of concentrations) is read by
+draw_megatron/mixture/hierarchical.py, to which :func:`load_mixture` hands such a file.
 Loading checks the names against the data's domains (order may differ; it is normalised
 to the data's order) and the numbers (weights on the simplex, concentrations > 0, finite).
 """
@@ -12,10 +14,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from draw_megatron.utils.fs import atomic_write_json
+
+if TYPE_CHECKING:
+    from draw_megatron.mixture.hierarchical import HierarchicalDirichlet
 
 MIXTURE_FORMAT = "draw-mixture/v1"
 SIMPLEX_TOL = 1e-6
@@ -46,12 +52,9 @@ class MixtureSpec:
         check_values(self.kind, self.values, self.domains)
 
     def to_dict(self) -> dict:
-        out = {"format": MIXTURE_FORMAT, "domains": list(self.domains), "kind": self.kind,
-               _VALUE_KEY[self.kind]: [float(v) for v in self.values]}
-        if self.stats:
-            out["stats"] = {k: [float(v) for v in vals] for k, vals in self.stats.items()}
-        out["provenance"] = self.provenance
-        return out
+        return {"format": MIXTURE_FORMAT, "domains": list(self.domains), "kind": self.kind,
+                _VALUE_KEY[self.kind]: [float(v) for v in self.values],
+                **stats_and_provenance(self.stats, self.provenance)}
 
     def save(self, path: str) -> None:
         atomic_write_json(path, self.to_dict())
@@ -59,8 +62,22 @@ class MixtureSpec:
     def reorder(self, names: Sequence[str], where: str = "mixture") -> MixtureSpec:
         """The same mixture in the order of ``names``; an error names any mismatch."""
         index = match_domains(self.domains, names, where)
-        stats = {k: [v[i] for i in index] for k, v in self.stats.items()}
-        return MixtureSpec(self.kind, list(names), self.values[index], stats, self.provenance)
+        return MixtureSpec(self.kind, list(names), self.values[index],
+                           reorder_stats(self.stats, index), self.provenance)
+
+
+def stats_and_provenance(stats: dict, provenance: dict) -> dict:
+    """The entries a mixture file ends with: ``stats`` (when any), ``provenance``."""
+    out = {}
+    if stats:
+        out["stats"] = {k: [float(v) for v in vals] for k, vals in stats.items()}
+    out["provenance"] = provenance
+    return out
+
+
+def reorder_stats(stats: dict, index: Sequence[int]) -> dict:
+    """Per-domain ``stats`` lists taken in the order ``index``."""
+    return {k: [v[i] for i in index] for k, v in stats.items()}
 
 
 MAX_NAMES_SHOWN = 5
@@ -140,12 +157,23 @@ def check_names(names: object, where: str) -> list[str]:
     return names
 
 
-def load_mixture(path: str, domain_names: Sequence[str] | None = None) -> MixtureSpec:
-    """Read and validate a mixture file, reordered to ``domain_names`` when given."""
+def load_mixture(path: str, domain_names: Sequence[str] | None = None
+                 ) -> MixtureSpec | HierarchicalDirichlet:
+    """Read and validate a mixture file, reordered to ``domain_names`` when given.
+
+    A ``hierarchical_dirichlet`` file comes back as a HierarchicalDirichlet; callers that
+    take one kind only check ``.kind`` (every result has it).
+    """
     raw = read_json_file(path, "mixture file", MIXTURE_FORMAT, ("format", "domains", "kind"))
     kind = raw["kind"]
+    if kind == "hierarchical_dirichlet":
+        # Imported here: hierarchical.py builds on this module's checks.
+        from draw_megatron.mixture.hierarchical import hierarchical_from_dict
+
+        return hierarchical_from_dict(raw, path, domain_names)
     if kind not in _VALUE_KEY:
-        raise MixtureFileError(f"{path}: kind must be 'static' or 'dirichlet', got {kind!r}")
+        raise MixtureFileError(f"{path}: kind must be 'static', 'dirichlet' or "
+                               f"'hierarchical_dirichlet', got {kind!r}")
     key = _VALUE_KEY[kind]
     if key not in raw:
         raise MixtureFileError(f"{path}: kind {kind!r} needs key {key!r}")

@@ -6,7 +6,7 @@ such a dict into a model of any TP size. The vocabulary matrices keep their padd
 (``padded_vocab_size``, zero unless training moved them, which masked ids cannot), and
 the config recorded beside them says which rows are real (``vocab_size``).
 
-The consolidated file (``model.safetensors``, DESIGN.md Contract 5) holds those tensors and,
+The consolidated file (``model.safetensors``, docs/architecture.md, Contract 5) holds those tensors and,
 in the safetensors metadata, the model config as JSON: no pickle anywhere. It is written
 by global rank 0 only, through a temporary file moved into place, so a crash never leaves
 half a file under the final name.

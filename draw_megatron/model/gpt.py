@@ -5,6 +5,10 @@
                   → final norm → vocab-parallel logits [B, T, V/n]
                   → (labels given) vocab-parallel cross-entropy → per-token loss [B, T], fp32
 
+Attention is causal over the sequence, or (``attention_mask="document"``) within the
+documents that ``eos_id`` tokens end; the mask and the rotary tables (per-token positions
+with ``position_reset``) are built once per batch from the tokens and shared by the layers.
+
 Pre-norm blocks, rotary positions (no position table), no biases in linear layers,
 LayerNorm (weight, bias) or RMSNorm (weight), GELU MLP (up, down) or SwiGLU (fused
 gate|up, down), output head tied to the embedding (default) or its own column-parallel
@@ -35,7 +39,7 @@ from torch.distributed import ProcessGroup
 from torch.utils.checkpoint import checkpoint
 
 from draw_megatron.config.model import ModelConfig
-from draw_megatron.model.attention import ParallelSelfAttention
+from draw_megatron.model.attention import AttentionMask, ParallelSelfAttention
 from draw_megatron.model.init import init_parameters_, materialize_
 from draw_megatron.model.rotary import RotaryEmbedding
 from draw_megatron.parallel import (ColumnParallelLinear, ParallelTopology, RowParallelLinear,
@@ -130,8 +134,9 @@ class TransformerBlock(nn.Module):
         self.mlp_norm = make_norm(cfg, sp_group, device)
         self.mlp = ParallelMLP(cfg, tp_group, sequence_parallel=sequence_parallel, device=device)
 
-    def forward(self, x_BTD: Tensor, cos_TD: Tensor, sin_TD: Tensor) -> Tensor:
-        attn = self.attention(self.attn_norm(x_BTD), cos_TD, sin_TD)
+    def forward(self, x_BTD: Tensor, cos: Tensor, sin: Tensor,
+                mask: AttentionMask | None = None) -> Tensor:
+        attn = self.attention(self.attn_norm(x_BTD), cos, sin, mask)
         x_BTD = x_BTD + F.dropout(attn, self.dropout, self.training)
         return x_BTD + F.dropout(self.mlp(self.mlp_norm(x_BTD)), self.dropout, self.training)
 
@@ -148,6 +153,7 @@ class GPT(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         check_parallel_layout(cfg, topology.tp_size)
+        check_attention_mask(cfg)
         self.cfg = cfg
         self.tp_group = topology.tp_group
         self.tp_size = topology.tp_size
@@ -171,18 +177,31 @@ class GPT(nn.Module):
         are padding: ignore those columns)."""
         self._check_batch(tokens_BT, labels_BT)
         x_BTD = F.dropout(self.embedding(tokens_BT), self.cfg.dropout, self.training)
-        cos_TD, sin_TD = self.rotary(tokens_BT.shape[1], x_BTD.device)
+        mask, cos, sin = self._positions(tokens_BT)
         recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             if recompute:  # non-reentrant: torch.autograd.grad works through it (DGA)
-                x_BTD = checkpoint(block, x_BTD, cos_TD, sin_TD, use_reentrant=False)
+                x_BTD = checkpoint(block, x_BTD, cos, sin, mask, use_reentrant=False)
             else:
-                x_BTD = block(x_BTD, cos_TD, sin_TD)
+                x_BTD = block(x_BTD, cos, sin, mask)
         logits_BTV = self._logits(self.final_norm(x_BTD))
         if labels_BT is None:
             return logits_BTV
         return vocab_parallel_cross_entropy(logits_BTV, labels_BT.long(), self.tp_group,
                                             valid_vocab=self.cfg.vocab_size)
+
+    def _positions(self, tokens_BT: Tensor) -> tuple[AttentionMask, Tensor, Tensor]:
+        """This batch's attention mask (shared by all layers) and rotary tables: [T, D], or
+        [B, T, D] when positions restart at each document. Tokens are full-length on every
+        TP rank, also under sequence parallelism, so every rank builds the same mask."""
+        seq = tokens_BT.shape[1]
+        if self.cfg.attention_mask == "causal":
+            mask = AttentionMask.causal(seq)
+        else:
+            mask = AttentionMask.documents(tokens_BT, self.cfg.eos_id)
+        if self.cfg.position_reset:
+            return (mask, *self.rotary.at(mask.positions()))
+        return (mask, *self.rotary(seq, tokens_BT.device))
 
     def external_parameters(self) -> list[tuple[nn.Module, nn.Parameter]]:
         """(module, parameter) pairs where ``module``'s forward uses a parameter it does not own.
@@ -217,6 +236,13 @@ class GPT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tp_size={self.tp_size}, sequence_parallel={self.sequence_parallel}"
+
+
+def check_attention_mask(cfg: ModelConfig) -> None:
+    """Raise ValueError if the document mask has no EOS id to split documents at."""
+    if cfg.attention_mask == "document" and cfg.eos_id is None:
+        raise ValueError("model.attention_mask=document needs model.eos_id, the data "
+                         "tokenizer's EOS id (the trainer sets it from manifest.json)")
 
 
 def check_parallel_layout(cfg: ModelConfig, tp_size: int) -> None:

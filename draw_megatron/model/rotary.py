@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables [T, D] for positions 0..T−1; no parameters.
+    """cos/sin tables [T, D] for positions 0..T−1, or gathered per token; no parameters.
 
     One table per device, grown to the longest length asked for and sliced (evaluation
     asks for many lengths: one table each would pile up).
@@ -41,6 +41,12 @@ class RotaryEmbedding(nn.Module):
             cos, sin = self._cache[device] = self._tables(seq_len, device)
         return cos[:seq_len], sin[:seq_len]
 
+    def at(self, positions_BT: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin [B, T, D] for per-token positions [B, T] (each below T); the rows are the
+        table's own, so a position gets the same angles as in :meth:`forward`."""
+        cos, sin = self(positions_BT.shape[1], positions_BT.device)
+        return cos[positions_BT], sin[positions_BT]
+
     def _tables(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         half = self.head_dim // 2
         exponents = torch.arange(half, device=device, dtype=torch.float64) * 2 / self.head_dim
@@ -53,10 +59,11 @@ class RotaryEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, base={self.base}"
 
 
-def apply_rotary(x_BTHD: Tensor, cos_TD: Tensor, sin_TD: Tensor) -> Tensor:
-    """Rotate ``x`` [B, T, H, D] by the position angles (see the module docstring)."""
+def apply_rotary(x_BTHD: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` [B, T, H, D] by the position angles (see the module docstring); the
+    tables are [T, D] (the same positions in every sequence) or [B, T, D] (per token)."""
     x = x_BTHD.float()
-    cos, sin = cos_TD[:, None, :], sin_TD[:, None, :]  # broadcast over heads
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
     first, second = x.chunk(2, dim=-1)
     rotated_half = torch.cat([-second, first], dim=-1)
     return (x * cos + rotated_half * sin).to(x_BTHD.dtype)

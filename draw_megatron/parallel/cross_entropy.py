@@ -85,7 +85,7 @@ def vocab_parallel_cross_entropy(logits_local: Tensor, labels: Tensor,
     ``logits_local`` [..., V/n] is this rank's vocabulary shard (rank order = id order);
     ``labels`` [...] are global ids < ``valid_vocab`` (default: the whole padded V).
     ``tp_group=None`` (or size 1) is the unsharded case. The model returns these per-token
-    losses; reducing them (per domain, DESIGN.md Contract 4) is the caller's.
+    losses; reducing them (per domain, docs/architecture.md, Contract 4) is the caller's.
     """
     if logits_local.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits_local.shape)} and labels {tuple(labels.shape)} "

@@ -1,4 +1,4 @@
-"""Gradient inner products for DGA under TP × DP (SPEC.md §3), on the live module.
+"""Gradient inner products for DGA under TP × DP (docs/algorithms.md §3), on the live module.
 
 Gradients come from ``torch.autograd.grad`` on the module's trainable parameters: no
 ``.backward()``, so DeepSpeed's gradient buffers and its ZeRO-2 hooks (on the

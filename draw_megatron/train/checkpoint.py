@@ -69,7 +69,7 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         steps = self.complete_steps()
-        for step in steps[: max(len(steps) - self.keep, 0)]:
+        for step in (steps[: max(len(steps) - self.keep, 0)] if self.keep > 0 else []):  # 0: all
             shutil.rmtree(os.path.join(self.root, tag_for(step)), ignore_errors=True)
         # Folders without a marker are saves that died; older than the latest, they are junk.
         latest = steps[-1] if steps else None

@@ -1,4 +1,4 @@
-"""metrics.jsonl (DESIGN.md Contract 5) and TensorBoard events, written by global rank 0.
+"""metrics.jsonl (docs/architecture.md, Contract 5) and TensorBoard events, written by global rank 0.
 
 One JSON object a line, appended and flushed per record. After a resume the steps after
 the checkpoint are logged again: readers keep the last record per (kind, step) and skip
@@ -61,9 +61,10 @@ def _plain(value):
 
 
 def read_metrics(path: str, kind: str | None = None) -> list[dict]:
-    """Records of ``path`` (last one per (kind, step)), in step order; a truncated last line
-    (a crash mid-write) is skipped."""
-    latest: dict[tuple[str, int], dict] = {}
+    """Records of ``path`` (last one per (kind, step) — and per task and metric for records
+    that name them, such as ``lm_eval``), in step order; a truncated last line (a crash
+    mid-write) is skipped."""
+    latest: dict[tuple, dict] = {}
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     for i, line in enumerate(lines):
@@ -76,5 +77,5 @@ def read_metrics(path: str, kind: str | None = None) -> list[dict]:
                 continue
             raise ValueError(f"{path}:{i + 1} is not JSON") from None
         if kind is None or rec.get("kind") == kind:
-            latest[(rec["kind"], rec["step"])] = rec
+            latest[(rec["kind"], rec["step"], rec.get("task"), rec.get("metric"))] = rec
     return sorted(latest.values(), key=lambda r: (r["step"], r["kind"]))

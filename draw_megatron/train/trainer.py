@@ -1,12 +1,14 @@
 """The training loop: loader → micro-batches → DeepSpeed engine, with per-domain losses,
-evaluation, metrics and checkpoints (DESIGN.md Contracts 3–5).
+evaluation, metrics and checkpoints (docs/architecture.md, Contracts 3–5).
 
 Everything stateful is resumable: the engine (DeepSpeed), the loader (cursors, schedule)
 and the train state go into every checkpoint; per-step randomness (dropout) is seeded by
 (seed, step, DP rank), so a resumed run needs no RNG state.
 
-Training variants (the DRO proxy, DGA) are step passes (``draw_megatron.passes``) handed to
-the trainer; the step below calls their hooks and holds no variant's logic itself.
+Training variants (the DRO proxy, DGA, ODM, online DRAW's evidence, monitors) are step
+passes (``draw_megatron.passes``), chosen by the config's ``passes`` list. The step below
+calls their hooks through a narrow context and holds no variant's logic itself; the one
+mixture-owning pass's weights go to the mixture schedule, which alone holds α.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from draw_megatron.config.base import ConfigError, save_config
@@ -24,47 +27,58 @@ from draw_megatron.config.run import RunConfig
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import Batch, MixtureLoader
 from draw_megatron.data.manifest import Manifest
-from draw_megatron.data.schedules import build_schedule
 from draw_megatron.engine.deepspeed_engine import DistEnv, build_engine
 from draw_megatron.eval.validation import Evaluator
 from draw_megatron.losses import DomainLoss, domain_means
-from draw_megatron.model import GPT, flops_per_token, save_consolidated
-from draw_megatron.parallel import ParallelTopology
-from draw_megatron.passes.base import StepPass, check_passes
+from draw_megatron.mixture.kinds import schedule_for
+from draw_megatron.mixture.schedule import Schedule
+from draw_megatron.model import (CONSOLIDATED_NAME, GPT, flops_per_token, load_consolidated_into,
+                                 save_consolidated)
+from draw_megatron.parallel import ParallelTopology, rank0_broadcaster
+from draw_megatron.passes.base import PassContext, StepInfo, StepPass, check_roles, owner
+from draw_megatron.passes.registry import build_passes
 from draw_megatron.train.checkpoint import CheckpointManager
 from draw_megatron.train.metrics import MetricsLog
+from draw_megatron.train.stopping import NonFiniteLoss, Preempted, StopSignals, control_group
 from draw_megatron.utils.log import get_logger
 
 log = get_logger(__name__)
 
 # Dense bf16 peak of one H100 SXM (datasheet), the MFU denominator (ENVIRONMENT.md).
 PEAK_FLOPS = 989e12
-CONSOLIDATED_NAME = "model.safetensors"
 
 
 @dataclass
 class TrainState:
     step: int = 0
-    """Optimizer steps completed."""
+    """Optimizer steps completed (skipped non-finite steps included)."""
     tokens: int = 0
     """Training tokens consumed (global)."""
+    skipped: int = 0
+    """Steps skipped for a non-finite loss (train.nonfinite=skip)."""
+    skipped_in_row: int = 0
+    """Of those, how many in a row up to now."""
 
 
 class Trainer:
+    """``passes``: the step passes; None builds the config's ``passes`` list."""
+
     def __init__(self, cfg: RunConfig, env: DistEnv, topology: ParallelTopology,
-                 passes: Sequence[StepPass] = ()):
+                 passes: Sequence[StepPass] | None = None):
         self.cfg, self.env, self.topology = cfg, env, topology
-        self.set_passes(passes)
+        self.set_passes(build_passes(cfg) if passes is None else passes)
         self.is_writer = env.rank == 0
         self.manifest = Manifest.from_config(cfg.data)
         check_config_against_data(cfg, self.manifest)
-        self.model_cfg = model_cfg = cfg.model
+        self.model_cfg = model_cfg = model_config_for_data(cfg, self.manifest)
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
                     seed=cfg.run.seed, device=env.device)
         self.engine = build_engine(model, cfg, topology, env.on_gpu)
-        schedule = build_schedule(cfg.mixture.kind, self.manifest, file=cfg.mixture.file,
-                                  redraw_every=cfg.mixture.redraw_every, seed=cfg.run.seed,
-                                  width=model_cfg.d_model, split=cfg.data.split)
+        if hasattr(self.engine.optimizer, "check_grad_overflow"):
+            # ZeRO 1/2: withhold an update whose gradients are inf/NaN, in every precision
+            # (train.nonfinite; see draw_megatron/train/stopping.py).
+            self.engine.optimizer.check_grad_overflow = True
+        schedule = make_schedule(cfg, self.manifest)
         self.train_data = DomainData(self.manifest, cfg.data.split)
         self.loader = MixtureLoader(self.train_data, schedule, cfg.train.global_batch,
                                     cfg.run.seed, topology.dp_rank, topology.dp_size,
@@ -78,13 +92,58 @@ class Trainer:
         self.state = TrainState()
         self.metrics: MetricsLog | None = None
         self.flops_per_token = flops_per_token(model_cfg)
+        self.context = self._pass_context()
         for step_pass in self.passes:
-            step_pass.setup(self)
+            step_pass.setup(self.context)
+        self._start_mixture()
 
     def set_passes(self, passes: Sequence[StepPass]) -> None:
         """The step passes from the next step on (benchmarks detach and reattach them)."""
         self.passes = tuple(passes)
-        self._loss_owner = check_passes(self.passes)
+        check_roles(self.passes)
+        self._loss_owner = owner(self.passes, "owns_loss")
+        self._mixture_owner = owner(self.passes, "owns_mixture")
+
+    @property
+    def schedule(self) -> Schedule:
+        """The one holder of the mixture α_t."""
+        return self.loader.schedule
+
+    def _pass_context(self) -> PassContext:
+        cfg = self.cfg
+        return PassContext(
+            model=self.engine.module, topology=self.topology, manifest=self.manifest,
+            train_data=self.train_data, model_cfg=self.model_cfg, device=self.env.device,
+            seed=cfg.run.seed, run_dir=cfg.run.dir, is_writer=self.is_writer,
+            micro_batch=cfg.train.micro_batch,
+            gradient_accumulation_steps=self.engine.gradient_accumulation_steps(),
+            train_split=cfg.data.split, eval_split=cfg.eval_split,
+            initial_weights=self.loader.schedule.expected_weights(),
+            load_frozen=self._load_frozen)
+
+    def _load_frozen(self, path: str) -> torch.nn.Module:
+        """A frozen model of this run's architecture and TP layout, weights from ``path``."""
+        model = GPT(self.model_cfg, self.topology,
+                    sequence_parallel=self.cfg.parallel.sequence_parallel, seed=self.cfg.run.seed,
+                    device=self.env.device)
+        load_consolidated_into(path, model, self.topology)
+        dtype = next(self.engine.module.parameters()).dtype
+        return model.to(dtype).eval().requires_grad_(False)
+
+    def _start_mixture(self) -> None:
+        """Check that the schedule and the passes agree on who sets α, and hand the owner's
+        α_0 to the schedule."""
+        schedule, owner_pass = self.loader.schedule, self._mixture_owner
+        if owner_pass is not None and not schedule.accepts_updates:
+            raise ValueError(f"the {owner_pass.name!r} pass sets the mixture, but "
+                             f"mixture.kind={schedule.kind} takes no updates")
+        if owner_pass is None and schedule.accepts_updates:
+            raise ValueError(f"mixture.kind={schedule.kind} is set by a pass, but no pass of "
+                             f"this run sets the mixture")
+        if owner_pass is not None:
+            alpha0 = owner_pass.initial_weights()
+            if alpha0 is not None:
+                schedule.start_from(alpha0)
 
     # ------------------------------------------------------------------ set-up / resume
 
@@ -138,24 +197,37 @@ class Trainer:
         log.info("training %s from step %d to %d (%d ranks: tp %d x dp %d)", cfg.run_name,
                  self.state.step, cfg.train.steps, self.env.world_size, self.topology.tp_size,
                  self.topology.dp_size)
+        signals = StopSignals(control_group())
         try:
             while self.state.step < cfg.train.steps:
                 record = self.train_step()
                 self.metrics.write(record)
                 step = self.state.step
-                if is_due(step, cfg.log.every, cfg.train.steps):
+                if is_due(step, cfg.log.every, cfg.train.steps) and record["loss"] is not None:
                     log.info("step %d loss %.4f lr %.3g %.0f tokens/s%s", record["step"],
                              record["loss"], record["lr"], record["tokens_per_s"],
                              "" if record["mfu"] is None else f" MFU {record['mfu']:.3f}")
                 if is_due(step, cfg.eval.every, cfg.train.steps):
                     self.evaluate()
-                if is_due(step, cfg.checkpoint.every, cfg.train.steps):
+                saved = is_due(step, cfg.checkpoint.every, cfg.train.steps)
+                if saved:
                     self.checkpoints.save(self.engine, step, self._client_state())
+                signame = signals.agreed()
+                if signame is not None and step < cfg.train.steps:
+                    self._stop_for_signal(step, signame, saved)
             for step_pass in self.passes:
-                step_pass.finish(self)
+                step_pass.finish(self.context)
             self.export()
         finally:
+            signals.restore()
             self.metrics.close()
+
+    def _stop_for_signal(self, step: int, signame: str, saved: bool) -> None:
+        if not saved:
+            self.checkpoints.save(self.engine, step, self._client_state())
+        self.metrics.write({"kind": "preempted", "step": step, "signal": signame})
+        log.warning("%s received: checkpoint of step %d saved; stopping", signame, step)
+        raise Preempted(step, signame)
 
     def train_step(self) -> dict:
         cfg, step = self.cfg, self.state.step
@@ -163,9 +235,12 @@ class Trainer:
         torch.manual_seed(((cfg.run.seed * 1_000_003 + step) * 65_537 + self.topology.dp_rank)
                           % (1 << 63))
         start = time.perf_counter()
+        loader_before = self.loader.state_dict()  # the last good state, if this step fails
+        skipped_before = getattr(self.engine, "skipped_steps", 0)
         batch = self.loader.next_batch()
         if self.loader.schedule.changes_at(step):
-            self.metrics.write({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist()})
+            self.metrics.write({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist(),
+                                **self.loader.schedule.record()})
         lr = self.engine.get_lr()[0]
         acc = DomainLoss(self.manifest.num_domains, self.env.device)
         for micro in batch.micro_batches(cfg.train.micro_batch):
@@ -176,9 +251,12 @@ class Trainer:
             self.engine.step()
             acc.add(loss_BT, micro.domain_ids)
         sums, counts = acc.all_reduce(self.topology.dp_group)
-        for step_pass in self.passes:
-            for record in step_pass.after_step(self, step, batch, sums, counts):
-                self.metrics.write(record)
+        bad = ~np.isfinite(sums)
+        if bad.any():
+            return self._nonfinite_step(step, batch, sums, counts, bad, loader_before,
+                                        skipped_before, lr, start)
+        self.state.skipped_in_row = 0
+        self._after_step(StepInfo(step, batch, sums, counts))
         seconds = time.perf_counter() - start
         num_tokens = cfg.train.global_batch * self.manifest.seq_len
         self.state.step += 1
@@ -192,6 +270,58 @@ class Trainer:
                 "alpha": batch.alpha.tolist(), "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "tokens_per_s": tokens_per_s, "mfu": mfu}
+
+    def _nonfinite_step(self, step: int, batch: Batch, sums: np.ndarray, counts: np.ndarray,
+                        bad: np.ndarray, loader_before: dict, skipped_before: int, lr: float,
+                        start: float) -> dict:
+        """A step whose loss is inf/NaN: skip it, or stop (train.nonfinite)."""
+        names = [n for n, b in zip(self.manifest.domain_names, bad) if b]
+        withheld = getattr(self.engine, "skipped_steps", 0) > skipped_before
+        cfg = self.cfg.train
+        if (cfg.nonfinite == "skip" and withheld
+                and self.state.skipped_in_row < cfg.max_skipped):
+            self.state.step += 1
+            self.state.tokens += cfg.global_batch * self.manifest.seq_len
+            self.state.skipped += 1
+            self.state.skipped_in_row += 1
+            log.warning("step %d skipped: non-finite loss in %s (%d in a row)", step, names,
+                        self.state.skipped_in_row)
+            self.metrics.write({"kind": "skipped", "step": step, "nonfinite_domains": names,
+                                "in_row": self.state.skipped_in_row})
+            return {"kind": "train", "step": step, "loss": None,
+                    "domain_loss": [None if b else v for v, b in
+                                    zip(domain_means(sums, counts), bad)],
+                    "domain_tokens": counts.tolist(), "alpha": batch.alpha.tolist(), "lr": lr,
+                    "grad_norm": None, "tokens_per_s": None, "mfu": None, "skipped": True}
+        message = (f"step {step}: the loss of domain(s) {names} is not finite (inf/NaN)")
+        if withheld:  # the parameters are still those before the step: keep them
+            state = self._client_state()
+            state["loader"] = loader_before
+            if self.checkpoints.latest() != step:
+                self.checkpoints.save(self.engine, step, state)
+            message += f"; the last good state is checkpoint step {step}"
+        else:
+            message += (f"; the update was applied (zero.stage={self.cfg.zero.stage}), so the "
+                        f"last good state is the latest complete checkpoint "
+                        f"(step {self.checkpoints.latest()})")
+        if cfg.nonfinite == "skip" and withheld:
+            message += f" ({self.state.skipped_in_row} skipped steps in a row before it)"
+        self.metrics.write({"kind": "nonfinite", "step": step, "nonfinite_domains": names})
+        raise NonFiniteLoss(message)
+
+    def _after_step(self, info: StepInfo) -> None:
+        """The passes' hooks; the mixture owner's weights go to the schedule (from the next
+        step, so no batch already drawn is stale)."""
+        for step_pass in self.passes:
+            out = step_pass.after_step(info)
+            for record in out.records:
+                self.metrics.write(record)
+            if out.weights is None:
+                continue
+            if step_pass is not self._mixture_owner:
+                raise RuntimeError(f"the {step_pass.name!r} pass returned mixture weights but "
+                                   "does not own the mixture")
+            self.loader.schedule.update(out.weights, info.step + 1)
 
     def _micro_loss(self, loss_BT: torch.Tensor, micro: Batch, tokens: torch.Tensor,
                     labels: torch.Tensor) -> torch.Tensor:
@@ -250,6 +380,29 @@ def is_due(step: int, every: int, last_step: int) -> bool:
     """Whether a periodic action (log, eval, checkpoint) runs after ``step``: every
     ``every`` steps (0: never periodically) and always at the last step."""
     return step == last_step or (every > 0 and step % every == 0)
+
+
+def model_config_for_data(cfg: RunConfig, manifest: Manifest):
+    """The model config with what the data decides: the EOS id a document mask splits on."""
+    model = cfg.model
+    if getattr(model, "attention_mask", "causal") != "document":
+        return model
+    if model.eos_id is None:
+        return dataclasses.replace(model, eos_id=manifest.eos_id)
+    if model.eos_id != manifest.eos_id:
+        raise ConfigError(f"model.eos_id={model.eos_id} but the data's tokenizer EOS is "
+                          f"{manifest.eos_id} ({manifest.tokenizer_path})")
+    return model
+
+
+def make_schedule(cfg: RunConfig, manifest: Manifest) -> Schedule:
+    """The run's mixture schedule (``mixture.*``), its random draws made on global rank 0."""
+    broadcast, is_source = rank0_broadcaster()
+    mix = cfg.mixture
+    return schedule_for(mix.kind, manifest, file=mix.file, redraw_every=mix.redraw_every,
+                        seed=cfg.run.seed, width=cfg.model.d_model, split=cfg.data.split,
+                        evidence=mix.evidence, forget=mix.forget, broadcast=broadcast,
+                        is_source=is_source)
 
 
 def check_config_against_data(cfg: RunConfig, manifest: Manifest | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The DGA pass on CPU/gloo (SPEC.md §3): exact alignment scores under TP and DP, the α
+"""The DGA pass on CPU/gloo (docs/algorithms.md §3): exact alignment scores under TP and DP, the α
 trajectory independent of the DP size, the sign of the update, an untouched training
 stream, exact resume, records and the α* file.
 
@@ -109,7 +109,7 @@ def test_alignment_equals_brute_force(alignment, layout, mode):
 
 
 def test_mean_of_local_products_would_be_wrong(alignment):
-    """SPEC.md §3: mean_r ⟨g_i^r, g_y^r⟩ is not the DP answer; ours is not that."""
+    """docs/algorithms.md §3: mean_r ⟨g_i^r, g_y^r⟩ is not the DP answer; ours is not that."""
     local = [_brute_force_local(r) for r in (0, 1)]
     wrong = np.mean(local, axis=0)
     got = alignment[0][("dp2", "raw")]

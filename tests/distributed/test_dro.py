@@ -1,4 +1,4 @@
-"""The proxy DRO pass on CPU/gloo (SPEC.md §2): exact gradient, α dynamics, ranks agree,
+"""The proxy DRO pass on CPU/gloo (docs/algorithms.md §2): exact gradient, α dynamics, ranks agree,
 frozen reference, exact resume, the α* file.
 
 One spawn of two ranks runs everything: a reference on the natural weights, then DRO
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from draw_megatron.config.run import RunConfig
-from draw_megatron.passes import StepPass
+from draw_megatron.passes import StepOutput, StepPass
 from tests.distributed.harness import fit_until_killed, run_distributed
 from tests.unit.data.synthetic import make_synthetic_root
 
@@ -41,8 +41,8 @@ class MicroCounter(StepPass):
         self.micro += 1
         return None
 
-    def after_step(self, trainer, step, batch, sums, counts):
-        return [{"kind": "counter", "step": step, "micro": self.micro}]
+    def after_step(self, info):
+        return StepOutput([{"kind": "counter", "step": info.step, "micro": self.micro}])
 
     def state_dict(self):
         return {"micro": self.micro}
@@ -121,6 +121,7 @@ def _dro_result(trainer, cfg: RunConfig) -> dict:
         "alpha_init": dro.state.alpha_init.tolist(),
         "trajectory": [a.tolist() for a in dro.state.trajectory],
         "loss": [r["loss"] for r in read_metrics(path, "train")],
+        "domain_loss": [r["domain_loss"] for r in read_metrics(path, "train")],
         "train_alpha": [r["alpha"] for r in read_metrics(path, "train")],
         "dro": read_metrics(path, "dro"),
         "reference_unchanged": now.keys() == on_file.keys()
@@ -311,3 +312,54 @@ def test_alpha_star_file_is_the_trajectory_mean(ranks, data_root, out_dir):
     # The resumed run wrote the same α*.
     again = load_mixture(os.path.join(out_dir, "resumed", "alpha_star.json"), names)
     assert again.values.tolist() == spec.values.tolist()
+
+
+def _step0_excess(root: str, reference: str) -> tuple[np.ndarray, np.ndarray]:
+    """Step 0's per-domain clipped excess, recomputed in this one process: the proxy at its
+    seeded initialisation (the same at any layout) and the reference on the whole first
+    stratified global batch."""
+    from draw_megatron.data.domains import DomainData
+    from draw_megatron.data.loader import MixtureLoader
+    from draw_megatron.data.manifest import Manifest
+    from draw_megatron.mixture.schedule import StaticSchedule
+    from draw_megatron.model import GPT, load_consolidated_into
+    from draw_megatron.parallel import ParallelTopology
+
+    cfg = _cfg(root, "unused", reference="unused")
+    topology = ParallelTopology.single()
+    proxy = GPT(cfg.model, topology, seed=cfg.run.seed)
+    ref = GPT(cfg.model, topology, seed=cfg.run.seed)
+    load_consolidated_into(reference, ref, topology)
+    data = DomainData(Manifest.load(root), "train")
+    try:
+        k = data.num_domains
+        batch = MixtureLoader(data, StaticSchedule(np.full(k, 1 / k)), cfg.train.global_batch,
+                              cfg.run.seed, stratified=True).next_batch()
+        with torch.no_grad():
+            gap = (proxy(batch.tokens, batch.labels) - ref(batch.tokens, batch.labels)).double()
+        ids = batch.domain_ids.numpy()
+        counts = np.bincount(ids, minlength=k) * gap.shape[1]
+        clipped, unclipped = (np.bincount(ids, weights=g.sum(dim=1).numpy(), minlength=k) / counts
+                              for g in (gap.clamp_min(0), gap))
+        return clipped, unclipped
+    finally:
+        data.close()
+
+
+def test_dro_records_replay_independently(ranks, data_root, out_dir):
+    """The logged numbers against an independent computation: step 0's clipped excess from
+    the two models' losses (clipped per token: the unclipped mean differs); every α_t = the update rule (η = 1, c = 1e-3) applied to α_{t−1}
+    and step t's excess; every objective = α_{t−1} · step t's per-domain losses."""
+    run = ranks[0]["dp2"]
+    records = run["dro"]
+    excess0, unclipped = _step0_excess(data_root,
+                                       os.path.join(out_dir, "reference", "model.safetensors"))
+    np.testing.assert_allclose(records[0]["excess"], excess0, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(unclipped - excess0)) > 1e-3  # the data makes clipping matter
+    k = len(SIZES)
+    alpha = np.array(run["alpha_init"])
+    for rec, domain_loss in zip(records, run["domain_loss"]):
+        assert rec["objective"] == pytest.approx(float(np.dot(alpha, domain_loss)), rel=1e-12)
+        tilted = alpha * np.exp(1.0 * np.array(rec["excess"]))
+        alpha = (1 - 1e-3) * tilted / tilted.sum() + 1e-3 / k
+        np.testing.assert_allclose(rec["alpha"], alpha, rtol=1e-12)

@@ -3,7 +3,8 @@
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import MixtureLoader
 from draw_megatron.data.manifest import Manifest
-from draw_megatron.data.schedules import build_schedule
+from draw_megatron.mixture.kinds import schedule_for
+from draw_megatron.parallel import rank0_broadcaster
 from draw_megatron.mixture.files import MixtureSpec
 from tests.distributed.harness import run_distributed
 from tests.unit.data.synthetic import decode_items, make_synthetic_root
@@ -14,8 +15,10 @@ SIZES = [5, 30, 11, 60]
 def _stream(root, dp_rank, dp_size, steps, schedule_seed):
     data = DomainData(Manifest.load(root), "train")
     try:
-        sched = build_schedule("dirichlet", data.manifest, file=f"{root}/mixture.json",
-                               redraw_every=2, seed=schedule_seed)
+        broadcast, is_source = rank0_broadcaster()
+        sched = schedule_for("dirichlet", data.manifest, file=f"{root}/mixture.json",
+                             redraw_every=2, seed=schedule_seed, broadcast=broadcast,
+                             is_source=is_source)
         loader = MixtureLoader(data, sched, global_batch=8, seed=3, dp_rank=dp_rank,
                                dp_size=dp_size)
         out = []

@@ -1,5 +1,5 @@
-"""The GPT at TP = 2 (gloo) against the TP = 1 model built from the same seed, and the
-consolidated file across TP layouts.
+"""The GPT at TP = 2 (gloo) against the TP = 1 model built from the same seed (causal and
+document masks), and the consolidated file across TP layouts.
 
 One spawn runs every check. Per variant both ranks build the TP = 1 reference (identical
 weights by construction, verified by gathering), then compare gathered logits, per-token
@@ -16,7 +16,7 @@ from draw_megatron.model import GPT, load_consolidated, load_consolidated_into, 
 from draw_megatron.parallel import (ParallelTopology, gather_full, gather_full_param,
                                     is_tensor_parallel)
 from tests.distributed.harness import run_distributed
-from tests.unit.model.tiny import batch, tiny_config
+from tests.unit.model.tiny import EOS, batch, document_batch, tiny_config
 
 TOL = 1e-5
 SINGLE = ParallelTopology.single()
@@ -25,6 +25,10 @@ VARIANTS = [  # (config fields, sequence_parallel)
     (dict(), True),
     (dict(mlp="swiglu", tie_embeddings=False, norm="rmsnorm"), False),
     (dict(mlp="swiglu", tie_embeddings=False, norm="rmsnorm", activation_checkpointing=True), True),
+    # Document masks (the batch then has EOS tokens): the mask depends on the tokens only,
+    # so each rank's heads see the same one, also on the all-gathered sequence under SP.
+    (dict(attention_mask="document", eos_id=EOS), True),
+    (dict(attention_mask="document", eos_id=EOS, position_reset=True, mlp="swiglu"), False),
 ]
 
 
@@ -45,7 +49,7 @@ def _parity(topo: ParallelTopology, fields: dict, sequence_parallel: bool) -> No
     tag = f"{fields or 'default'} sp={sequence_parallel}"
     group = topo.tp_group
     cfg = tiny_config(**fields)
-    tokens, labels = batch(seed=3)
+    tokens, labels = document_batch(seed=3) if cfg.attention_mask == "document" else batch(seed=3)
     weights = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(4))
     ref = GPT(cfg, SINGLE, seed=7)
     tp = GPT(cfg, topo, sequence_parallel=sequence_parallel, seed=7)

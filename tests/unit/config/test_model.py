@@ -12,7 +12,7 @@ from draw_megatron.config.model import (
     largest_module_parameters,
 )
 
-TABLE_4 = {  # SPEC.md §4: layers, heads, head dim, d_model, FFN
+TABLE_4 = {  # docs/algorithms.md §4: layers, heads, head dim, d_model, FFN
     "70M": (3, 4, 64, 256, 1024), "150M": (6, 8, 64, 512, 2048),
     "280M": (12, 12, 64, 768, 3072), "510M": (12, 16, 64, 1024, 8192),
     "760M": (12, 20, 64, 1280, 8192), "1B": (16, 32, 64, 2048, 8192),
@@ -115,7 +115,7 @@ def test_counts_are_plausible(name):
 
 
 def test_known_true_sizes():
-    # The names are the papers', not the sizes (SPEC.md §4): 70M is ~10.6M, 8B is ~8.7B.
+    # The names are the papers', not the sizes (docs/algorithms.md §4): 70M is ~10.6M, 8B is ~8.7B.
     assert count_parameters(ModelConfig.from_preset("70M"))["total"] == 10_554_880
     assert count_parameters(ModelConfig.from_preset("8B"))["total"] == 8_721_539_072
 

@@ -77,7 +77,8 @@ def test_wrong_type(tmp_path):
         load(tmp_path, train={**BASE["train"], "micro_batch": 2.5})
     with pytest.raises(ConfigError, match=r"log.tensorboard: expected bool, got str 'maybe'"):
         load(tmp_path, ["log.tensorboard=maybe"])
-    with pytest.raises(ConfigError, match=r"mixture.kind='dirichlt' is not one of .*'dirichlet'"):
+    with pytest.raises(ConfigError, match=r"mixture.kind='dirichlt' is not a mixture kind "
+                                          r"\(did you mean 'dirichlet'\?\)"):
         load(tmp_path, ["mixture.kind=dirichlt"])
 
 
@@ -138,7 +139,8 @@ def test_data_root_checks(tmp_path):
     (["zero.stage=4"], r"zero.stage=4 must be 0, 1, 2 or 3"),
     (["zero.stage=0", "zero.offload=true"], r"zero.offload=true needs zero.stage >= 1"),
     (["train.micro_batch=16"], r"train.micro_batch=16 exceeds train.global_batch=8"),
-    (["train.min_lr=1e-2"], r"train.min_lr=0.01 must be in \[0, train.lr=0.001\]"),
+    (["train.min_lr=1e-2"], r"train.min_lr=0.01 must be in \(0, train.lr=0.001\]"),
+    (["train.min_lr=0"], r"train.min_lr=0.0 must be in \(0, train.lr=0.001\]"),
     (["train.betas=[0.9]"], r"train.betas=\[0.9\] must be two values"),
     (["train.precision=fp16"], r"train.precision='fp16' is not one of"),
     (["dga.eta=-1"], r"dga.eta=-1.0 must be finite and > 0"),
@@ -152,21 +154,33 @@ def test_section_validation(tmp_path, overrides, message):
         load(tmp_path, overrides)
 
 
-def test_online_mixture_may_name_a_file(tmp_path):
-    assert load(tmp_path, ["mixture.kind=online", "mixture.file=a.json"]).mixture.file == "a.json"
+def test_mixture_file_by_kind(tmp_path):
+    assert load(tmp_path, ["mixture.kind=online_draw",
+                           "mixture.file=a.json"]).mixture.file == "a.json"
+    assert load(tmp_path, ["mixture.kind=online_draw"]).mixture.file is None
+    with pytest.raises(ConfigError, match=r"mixture.file='a.json' is ignored by "
+                                          r"mixture.kind=online"):
+        load(tmp_path, ["mixture.kind=online", "mixture.file=a.json"])
+    with pytest.raises(ConfigError, match=r"mixture.kind='doremi' is not a mixture kind"):
+        load(tmp_path, ["mixture.kind=doremi"])
+    with pytest.raises(ConfigError, match=r"mixture.forget=0.0 must be in \(0, 1\]"):
+        load(tmp_path, ["mixture.forget=0"])
 
 
-def test_dga_pass_hook(tmp_path):
-    cfg = load(tmp_path)
-    with pytest.raises(ConfigError, match=r"dga.eta is not set"):
-        cfg.validate_dga_pass()
-    cfg = load(tmp_path, ["dga.eta=0.5"])
-    with pytest.raises(ConfigError, match=r"dga.specific is not set"):
-        cfg.validate_dga_pass()
-    cfg = load(tmp_path, ["dga.eta=0.5", "dga.specific=wiki", "zero.stage=3"])
-    with pytest.raises(ConfigError, match=r"zero.stage=3: the DGA pass supports ZeRO stages 0-2"):
-        cfg.validate_dga_pass()
-    load(tmp_path, ["dga.eta=0.5", "dga.specific=wiki", "zero.stage=2"]).validate_dga_pass()
+def test_pass_sections_are_part_of_every_config(tmp_path):
+    """Each registered pass's section exists, takes overrides, dumps and validates, whether
+    or not the pass is on."""
+    cfg = load(tmp_path, ["dga.eta=0.5", "odm.smoothing=0.5", "dro_evidence.every=7"])
+    assert cfg.dga.eta == 0.5 and cfg.section("odm").smoothing == 0.5
+    assert cfg.dro_evidence.every == 7 and cfg.passes == []
+    tree = cfg.to_dict()
+    assert {"dro", "dga", "odm", "dro_evidence", "alignment_monitor"} <= set(tree)
+    with pytest.raises(ConfigError, match=r"unknown key 'dga.etta' \(did you mean 'eta'\?\)"):
+        load(tmp_path, ["dga.etta=1"])
+    with pytest.raises(ConfigError, match=r"odm.smoothing=1.5 must be in \[0, 1\)"):
+        load(tmp_path, ["odm.smoothing=1.5"])
+    with pytest.raises(ConfigError, match=r"passes\[0\]='dgaa' is not a step pass"):
+        load(tmp_path, ["passes=[dgaa]"])
 
 
 def test_resolved_yaml_round_trips(tmp_path):

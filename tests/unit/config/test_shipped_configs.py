@@ -63,3 +63,15 @@ def test_model_info_tool_runs():
         capture_output=True, text=True, env=env, timeout=300, check=True).stdout
     assert "2,146,944" in out
     assert "Estimated memory needed for params, optim states and gradients" in out
+
+
+def test_paper_protocol_configs():
+    """DRAW's 70M → 1B protocol (docs/algorithms.md §4) and its one-GPU 70M → 150M scale."""
+    paper = load_run_config(os.path.join(CONFIGS, "experiments", "draw_pile_70m_1b.yaml"), [])
+    assert (paper.train.global_batch, paper.model.seq_len, paper.train.steps,
+            paper.train.precision, paper.zero.stage, paper.eval.every, paper.model.preset,
+            paper.mixture.redraw_every) == (256, 1024, 50_000, "bf16", 1, 200, "1B", 10)
+    small = load_run_config(os.path.join(CONFIGS, "experiments", "draw_pile_70m_150m_1gpu.yaml"),
+                            ["data.root=/elsewhere"])  # the placeholder is overridable
+    assert small.data.root == "/elsewhere" and small.model.preset == "150M"
+    assert small.train.global_batch >= 17  # stratified DRO batches over The Pile's 17 domains

@@ -8,7 +8,7 @@ from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import (TRAIN_STREAM, MixtureLoader, ProbeSampler, draw_domains,
                                        occurrence_index)
 from draw_megatron.data.manifest import Manifest
-from draw_megatron.data.schedules import build_schedule
+from draw_megatron.mixture.kinds import schedule_for as build_schedule
 from draw_megatron.mixture.schedule import DirichletSchedule, OnlineSchedule, StaticSchedule
 from tests.unit.data.synthetic import decode_items, make_synthetic_root
 
@@ -112,19 +112,34 @@ def test_probes_leave_the_training_stream_unchanged(data):
 
 def test_probe_state_round_trip(data):
     probes = ProbeSampler(data, seed=1, dp_rank=1, dp_size=2)
-    probes.domain_batch(2, 2)
-    probes.mixed_batch(2)
+    probes.domain_batch(2, 4)
+    probes.mixed_batch(4)
     again = ProbeSampler(data, seed=1, dp_rank=1, dp_size=2)
     again.load_state_dict(json.loads(json.dumps(probes.state_dict())))
-    assert decode_items(again.mixed_batch(2)) == decode_items(probes.mixed_batch(2))
-    assert decode_items(again.domain_batch(1, 2)) == decode_items(probes.domain_batch(1, 2))
+    assert decode_items(again.mixed_batch(4)) == decode_items(probes.mixed_batch(4))
+    assert decode_items(again.domain_batch(1, 4)) == decode_items(probes.domain_batch(1, 4))
 
 
 def test_probe_batches_split_over_dp_ranks(data):
-    whole = decode_items(ProbeSampler(data, seed=3).domain_batch(2, 4))
-    halves = [decode_items(ProbeSampler(data, seed=3, dp_rank=r, dp_size=2).domain_batch(2, 2))
-              for r in (0, 1)]
-    assert whole == halves[0] + halves[1]
+    whole = ProbeSampler(data, seed=3).domain_batch(2, 4)
+    halves = [ProbeSampler(data, seed=3, dp_rank=r, dp_size=2).domain_batch(2, 4) for r in (0, 1)]
+    assert decode_items(whole) == decode_items(halves[0]) + decode_items(halves[1])
+    assert whole.probe_weight == halves[0].probe_weight == halves[1].probe_weight == 1.0
+
+
+@pytest.mark.parametrize("num,dp", [(5, 3), (2, 3), (1, 2)])
+def test_probe_shares_may_be_unequal(data, num, dp):
+    """Any global probe size splits over any DP size; the weights make the DP mean of
+    per-rank means the mean over the whole probe, and an empty share weighs 0."""
+    whole = decode_items(ProbeSampler(data, seed=3).mixed_batch(num))
+    shares = [ProbeSampler(data, seed=3, dp_rank=r, dp_size=dp).mixed_batch(num)
+              for r in range(dp)]
+    kept = [decode_items(b) for b in shares if b.probe_weight > 0]
+    assert sum(kept, []) == whole
+    sizes = [len(decode_items(b)) if b.probe_weight > 0 else 0 for b in shares]
+    assert sizes == [(r + 1) * num // dp - r * num // dp for r in range(dp)]
+    assert [b.probe_weight for b in shares] == pytest.approx([n * dp / num for n in sizes])
+    assert all(b.tokens.shape[0] >= 1 for b in shares)
 
 
 def test_empirical_domain_frequencies_match_weights(data):

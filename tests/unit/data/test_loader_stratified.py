@@ -1,4 +1,4 @@
-"""Stratified batches (the DRO proxy's, SPEC.md §2): equal shares of every domain, the
+"""Stratified batches (the DRO proxy's, docs/algorithms.md §2): equal shares of every domain, the
 remainder to distinct seeded domains, shuffled positions, independent of DP size, resumable."""
 
 import json

@@ -52,6 +52,11 @@ def _cfg(root, run_dir, **data):
                                 "data": {"root": root, **data}})
 
 
+def _open(spec, cfg, manifest):
+    return open_specific(spec, manifest, train_split=cfg.data.split, eval_split=cfg.eval_split,
+                         run_dir=cfg.run.dir)
+
+
 # ---------------------------------------------------------------------------------------
 # Parsing
 
@@ -149,7 +154,7 @@ def test_files_are_listed_sorted_and_absolute(tok_manifest, tmp_path, monkeypatc
 
 
 def test_whole_split_mixes_domains_by_sequence_count(root, manifest, tmp_path):
-    with open_specific("test", _cfg(root, tmp_path), manifest) as spec:
+    with _open("test", _cfg(root, tmp_path), manifest) as spec:
         assert spec.domain is None and spec.shares_domains
         assert spec.data.split == "test" and spec.num_sequences == sum(SIZES)
         assert "split 'test'" in spec.description and "3 domains" in spec.description
@@ -165,13 +170,13 @@ def test_whole_split_mixes_domains_by_sequence_count(root, manifest, tmp_path):
 
 def test_one_domain_and_independence_of_dp_size(root, manifest, tmp_path):
     cfg = _cfg(root, tmp_path)
-    with open_specific("test:Github", cfg, manifest) as spec:
+    with _open("test:Github", cfg, manifest) as spec:
         assert spec.domain == 2 and spec.num_sequences == SIZES[2]
         one = spec.sampler(seed=1)
         halves = [spec.sampler(seed=1, dp_rank=r, dp_size=2) for r in range(2)]
         for _ in range(5):
             full = decode_items(spec.batch(one, 4))
-            parts = [decode_items(spec.batch(s, 2)) for s in halves]
+            parts = [decode_items(spec.batch(s, 4)) for s in halves]
             assert full == parts[0] + parts[1]
             assert {d for d, _ in full} == {2}
         with pytest.raises(ValueError, match=r"SpecificSet.sampler"):
@@ -216,7 +221,7 @@ def test_files_are_converted_cached_and_reconverted_when_changed(root, tok_manif
     inputs, run_dir = str(tmp_path / "target"), tmp_path / "run"
     _write_inputs(inputs)
     cfg = _cfg(root, run_dir)
-    with open_specific(inputs, cfg, tok_manifest) as spec:
+    with _open(inputs, cfg, tok_manifest) as spec:
         assert spec.domain is None and not spec.shares_domains
         assert spec.data.manifest.domain_names == ["specific"]
         first_root = spec.data.manifest.root
@@ -233,12 +238,12 @@ def test_files_are_converted_cached_and_reconverted_when_changed(root, tok_manif
     assert source["spec"] == inputs and len(source["files"]) == 2
     stamp = os.stat(os.path.join(first_root, "manifest.json")).st_mtime_ns
 
-    with open_specific(inputs, cfg, tok_manifest) as again:  # a restart: no reconversion
+    with _open(inputs, cfg, tok_manifest) as again:  # a restart: no reconversion
         assert again.data.manifest.root == first_root
     assert os.stat(os.path.join(first_root, "manifest.json")).st_mtime_ns == stamp
 
     _write_inputs(inputs, docs_b=DOCS_B * 3)  # an input changed: converted again
-    with open_specific(inputs, cfg, tok_manifest) as changed:
+    with _open(inputs, cfg, tok_manifest) as changed:
         assert changed.data.manifest.root != first_root
         assert changed.num_sequences > num_first
     assert len(os.listdir(run_dir / CACHE_DIR)) == 2
@@ -250,7 +255,7 @@ def test_too_little_text_is_a_clear_error_and_leaves_no_cache(root, tok_manifest
     (inputs / "a.jsonl").write_text(json.dumps({"text": "hi"}) + "\n")
     with pytest.raises(ConfigError, match=r"dga.specific=.*1 document\(s\) hold \d+ tokens .*"
                                           r"fewer than one sequence of seq_len \+ 1 = 9"):
-        open_specific(str(inputs), _cfg(root, tmp_path / "run"), tok_manifest)
+        _open(str(inputs), _cfg(root, tmp_path / "run"), tok_manifest)
     assert os.listdir(tmp_path / "run" / CACHE_DIR) == []
 
 
@@ -260,12 +265,12 @@ def test_no_usable_document_and_a_replaced_tokenizer_are_errors(root, tok_manife
     (inputs / "a.jsonl").write_text("not json\n")
     cfg = _cfg(root, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"dga.specific=.*no usable document.*invalid_json"):
-        open_specific(str(inputs), cfg, tok_manifest)
+        _open(str(inputs), cfg, tok_manifest)
     _write_inputs(str(inputs))
     stale = dataclasses.replace(tok_manifest, tokenizer={**tok_manifest.tokenizer,
                                                          "sha256": "0" * 64})
     with pytest.raises(ConfigError, match=r"sha256 .* records 000000000000.*replaced"):
-        open_specific(str(inputs), cfg, stale)
+        _open(str(inputs), cfg, stale)
 
 
 def test_conversion_under_a_process_group(root, tok_manifest, tmp_path):
@@ -275,7 +280,7 @@ def test_conversion_under_a_process_group(root, tok_manifest, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0,
                             world_size=1)
     try:
-        with open_specific(inputs, _cfg(root, tmp_path / "run"), tok_manifest) as spec:
+        with _open(inputs, _cfg(root, tmp_path / "run"), tok_manifest) as spec:
             assert spec.num_sequences > 0
         with pytest.raises(KeyError, match="boom"):
             specific_mod._on_rank0(lambda: {}["boom"])

@@ -5,7 +5,7 @@ import torch
 
 from draw_megatron.config.run import RunConfig
 from draw_megatron.engine.deepspeed_engine import deepspeed_config, param_groups, precision
-from draw_megatron.engine.schedule import lr_at, warmup_steps
+from draw_megatron.engine.lr_schedule import lr_at, warmup_steps
 from draw_megatron.losses import DomainLoss, domain_means
 
 

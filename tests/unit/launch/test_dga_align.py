@@ -1,4 +1,4 @@
-"""launch/dga_align.py: forced online mixture, the DGA checks before any process group, each
+"""launch/dga_align.py: its defaults (passes=[dga], online mixture), the DGA checks before any process group, each
 error naming its key."""
 
 import json
@@ -32,12 +32,18 @@ def _basis(tmp_path, names, rows):
     return str(path)
 
 
-def test_dry_run_forces_online(root, monkeypatch, capsys):
+def test_dry_run_defaults_to_the_dga_pass_and_an_online_mixture(root, monkeypatch, capsys):
     assert _run(["--dry-run", f"data.root={root}", "dga.specific=test:Domain 1"],
                 monkeypatch, world=2) == 0
     out = capsys.readouterr().out
     assert "kind: online" in out and "specific: test:Domain 1" in out
-    assert "layout: world 2 = tp 1 x dp 2" in out
+    assert "layout: world 2 = tp 1 x dp 2" in out and "passes ['dga']" in out
+
+
+def test_online_draw_takes_the_alignment_as_evidence(root, monkeypatch, capsys):
+    assert _run(["--dry-run", f"data.root={root}", "dga.specific=test:Domain 1",
+                 "mixture.kind=online_draw"], monkeypatch) == 0
+    assert "mixture online_draw" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -48,10 +54,12 @@ def test_dry_run_forces_online(root, monkeypatch, capsys):
     (["dga.specific=test:Domain 3"], "Domain 3"),          # no sequence in that split
     (["dga.specific=val"], "dga.specific"),                  # the evaluation split: leakage
     (["dga.specific=test:Domian 1"], "Domain 1"),            # unknown name, close match named
-    (["zero.stage=3"], "zero.stage=3: the DGA pass supports ZeRO stages 0-2"),
+    (["zero.stage=3"], "zero.stage=3: the dga pass supports ZeRO stages 0-2"),
     (["mixture.file=m.json"], "mixture.file='m.json'"),
-    (["mixture.kind=natural"], "dga_align.py sets mixture.kind=online"),
-    (["dga.probe_batch=3"], "dga.probe_batch=3 does not split over DP=2"),
+    (["mixture.kind=natural"],
+     "the 'dga' pass sets the mixture, but mixture.kind=natural cannot take its weights"),
+    (["dga.probe_batch=0"], "dga.probe_batch=0 must be > 0"),
+    (["passes=[dga,odm]"], "only one step pass may own the mixture: dga and odm both do"),
 ])
 def test_errors_name_the_key(root, monkeypatch, capsys, overrides, message):
     args = [f"data.root={root}", "dga.specific=test:Domain 1", *overrides]

@@ -1,5 +1,5 @@
-"""launch/train_reference.py and launch/proxy_dro.py: forced mixture kinds, DRO checks before
-any process group, each error naming its key."""
+"""launch/train_reference.py and launch/proxy_dro.py: their defaults (pass list, mixture kind),
+DRO checks before any process group, each error naming its key."""
 
 import importlib.util
 import os
@@ -37,19 +37,18 @@ def _run(name, config, args, monkeypatch, world=1):
     return _launcher(name).main(["--config", os.path.join(EXPERIMENTS, config), *args])
 
 
-def test_reference_dry_run_forces_natural(root, monkeypatch, capsys):
+def test_reference_dry_run_defaults_to_natural(root, monkeypatch, capsys):
     assert _run("train_reference", "reference_cpu.yaml", ["--dry-run", f"data.root={root}"],
                 monkeypatch, world=2) == 0
     out = capsys.readouterr().out
     assert "kind: natural" in out and "layout: world 2 = tp 1 x dp 2" in out
+    assert "passes none" in out
 
 
-def test_reference_refuses_another_kind(root, monkeypatch, capsys):
-    rc = _run("train_reference", "reference_cpu.yaml", [f"data.root={root}",
-                                                        "mixture.kind=uniform"], monkeypatch)
-    assert rc == 2
-    assert "train_reference.py sets mixture.kind=natural; drop the override " \
-        "'mixture.kind=uniform'" in capsys.readouterr().err
+def test_reference_defaults_yield_to_the_command_line(root, monkeypatch, capsys):
+    assert _run("train_reference", "reference_cpu.yaml",
+                ["--dry-run", f"data.root={root}", "mixture.kind=uniform"], monkeypatch) == 0
+    assert "mixture uniform" in capsys.readouterr().out
 
 
 def test_proxy_dry_run(root, reference, monkeypatch, capsys):
@@ -58,6 +57,7 @@ def test_proxy_dry_run(root, reference, monkeypatch, capsys):
                 monkeypatch) == 0
     out = capsys.readouterr().out
     assert "kind: online" in out and f"reference: {reference}" in out
+    assert "passes ['dro']" in out
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -66,7 +66,11 @@ def test_proxy_dry_run(root, reference, monkeypatch, capsys):
     (["train.global_batch=4", "train.micro_batch=2", "REF"],
      "train.global_batch=4 is smaller than the 5 domains"),
     (["mixture.file=m.json", "REF"], "mixture.file='m.json'"),
-    (["mixture.kind=natural", "REF"], "proxy_dro.py sets mixture.kind=online"),
+    (["mixture.kind=natural", "REF"],
+     "the 'dro' pass sets the mixture, but mixture.kind=natural cannot take its weights"),
+    (["mixture.kind=online_draw", "REF"], "it needs mixture.kind=online"),
+    (["passes=[dro,odm]", "REF"], "only one step pass may own the mixture: dro and odm both do"),
+    (["passes=[dro,dpo]", "REF"], "passes[1]='dpo' is not a step pass (did you mean 'dro'?)"),
 ])
 def test_proxy_errors_name_the_key(root, reference, monkeypatch, capsys, overrides, message):
     overrides = [f"dro.reference={reference}" if o == "REF" else o for o in overrides]

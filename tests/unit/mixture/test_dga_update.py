@@ -1,4 +1,4 @@
-"""DGA's weight update (SPEC.md §3): mirror descent, EMA, simplex, sign, state round trip."""
+"""DGA's weight update (docs/algorithms.md §3): mirror descent, EMA, simplex, sign, state round trip."""
 
 import math
 

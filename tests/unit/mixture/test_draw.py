@@ -1,4 +1,4 @@
-"""DRAW's prior, posterior, scaling and moments (SPEC.md §1), against numbers worked by hand."""
+"""DRAW's prior, posterior, scaling and moments (docs/algorithms.md §1), against numbers worked by hand."""
 
 import math
 
@@ -73,7 +73,7 @@ def test_variance_matches_monte_carlo():
 
 
 def test_paper_eq11_is_off_by_sqrt_n1_and_we_do_not_use_it():
-    """SPEC §1.6: Eq. 11's last line is the general variance divided by √n1 (1/16 at 256)."""
+    """docs/algorithms.md §1.6: Eq. 11's last line is the general variance divided by √n1 (1/16 at 256)."""
     a, r1, r2, k = np.asarray(ALPHA_STAR), math.sqrt(N1), math.sqrt(N2), 4
     eq11 = (r1 / k + a) * (r1 + 1 - r1 / k - a) / ((r1 + 1) ** 2 * (r2 * (r1 + 1) + r1))
     _, var = dirichlet_moments(main_concentration(a, N1, N2))

@@ -1,4 +1,4 @@
-"""The proxy DRO weight update (SPEC.md §2), by hand and at the edges."""
+"""The proxy DRO weight update (docs/algorithms.md §2), by hand and at the edges."""
 
 import json
 import math

@@ -35,3 +35,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+EOS = VOCAB - 1
+# Where document_batch puts EOS tokens: inside, at both ends, and two in a row (an
+# EOS-only document).
+EOS_POSITIONS = ([3, 9], [0, 6, 7, 15])
+
+
+def document_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, labels) [2, 16] like :func:`batch`, with EOS (id EOS) at EOS_POSITIONS only."""
+    ids = torch.randint(0, EOS, (2, 17), generator=torch.Generator().manual_seed(seed))
+    for row, positions in enumerate(EOS_POSITIONS):
+        ids[row, positions] = EOS
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()

@@ -8,6 +8,7 @@ import pytest
 
 from draw_megatron.mixture.draw import draw_posterior
 from draw_megatron.mixture.files import MixtureSpec
+from draw_megatron.mixture.hierarchical import groups_from_mapping, hierarchical_posterior
 from tests.unit.tools.conftest import write_manifest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -114,3 +115,19 @@ def test_losses_refuses_runs_on_other_domains(plot_tool, tmp_path, capsys):
                      write_manifest(str(tmp_path / "d2"), DOMAINS[::-1]))]
     assert plot_tool.main(["losses", *runs, "--out", str(tmp_path / "x.png")]) == 1
     assert "other domains" in capsys.readouterr().err
+
+
+def test_hierarchy(plot_tool, tmp_path, capsys):
+    groups = groups_from_mapping({"web": ["Pile-CC", "Wikipedia (en)"],
+                                  "code": ["Github"], "academic": ["ArXiv"]}, DOMAINS, "test")
+    path = str(tmp_path / "hier.json")
+    hierarchical_posterior([0.4, 0.3, 0.2, 0.1], groups, 256, 2048).main.save(path)
+    out = str(tmp_path / "plots" / "hier.png")
+    assert plot_tool.main(["hierarchy", path, "--out", out]) == 0 and _is_png(out)
+    assert os.listdir(tmp_path / "plots") == ["hier.png"]
+
+
+def test_hierarchy_refuses_a_flat_file(plot_tool, mixture_file, tmp_path, capsys):
+    out = str(tmp_path / "h.png")
+    assert plot_tool.main(["hierarchy", mixture_file, "--out", out]) == 1
+    assert "not kind 'dirichlet'" in capsys.readouterr().err and not os.path.exists(out)

@@ -57,9 +57,9 @@ def _stage(stages, name):
 def test_plan_orders_stages_and_sets_each_runs_keys(tool, data, tmp_path):
     args = _args(tool, data, tmp_path / "p", "train.lr=0.002")
     stages = tool.plan(args, cuda=False)
-    assert [s.name for s in stages] == ["reference", "proxy_dro", "posterior", "draw", "natural",
-                                        "uniform", "random", "doremi", "static", "compare",
-                                        "plots"]
+    assert [s.name for s in stages] == ["reference", "proxy_dro", "doremi_proxy", "posterior",
+                                        "draw", "natural", "uniform", "random", "doremi",
+                                        "static", "odm", "online_draw", "compare", "plots"]
     out = os.path.abspath(tmp_path / "p")
     ref = _stage(stages, "reference")
     assert ref.cmd[:3][1:] == ["--num_gpus", "2"] and ref.env == {"DS_ACCELERATOR": "cpu"}
@@ -73,22 +73,72 @@ def test_plan_orders_stages_and_sets_each_runs_keys(tool, data, tmp_path):
     post = _stage(stages, "posterior")
     assert post.cmd[post.cmd.index("--proxy-config") + 1] == f"{out}/runs/proxy_dro/config.yaml"
     assert post.cmd[post.cmd.index("--main-config") + 1].endswith("configs/models/tiny-128.yaml")
+    assert post.cmd[post.cmd.index("--main-width") + 1] == "128"
+    assert post.cmd[post.cmd.index("--evidence") + 1] == "1"  # mixture.evidence's default
     draw = _stage(stages, "draw")
     assert "mixture.kind=dirichlet" in draw.cmd and "model.preset=tiny-128" in draw.cmd
     assert f"mixture.file={out}/mixtures/draw.json" in draw.cmd and "train.steps=12" in draw.cmd
-    assert f"mixture.file={out}/runs/proxy_dro/alpha_star.json" in _stage(stages, "doremi").cmd
+    # DoReMi's α* comes from its own proxy, started from uniform weights
+    doremi_proxy = _stage(stages, "doremi_proxy")
+    assert "dro.init=uniform" in doremi_proxy.cmd and "model.preset=tiny-64" in doremi_proxy.cmd
+    assert f"mixture.file={out}/runs/doremi_proxy/alpha_star.json" in _stage(stages,
+                                                                            "doremi").cmd
+    assert {"passes=[odm]", "mixture.kind=online"} <= set(_stage(stages, "odm").cmd)
+    online = _stage(stages, "online_draw")
+    assert {"passes=[dro_evidence]", "mixture.kind=online_draw",
+            f"mixture.file={out}/mixtures/draw.json", "dro_evidence.every=20",
+            f"dro_evidence.reference={out}/runs/natural/model.safetensors",
+            "mixture.evidence=1"} <= set(online.cmd)
     assert f"mixture.file={out}/mixtures/static.json" in _stage(stages, "static").cmd
     assert "mixture.kind=random" in _stage(stages, "random").cmd
     compare = _stage(stages, "compare")
     assert [c for c in compare.cmd if "/runs/" in c] == [
-        f"{out}/runs/{n}" for n in ("draw", "natural", "uniform", "random", "doremi", "static")]
+        f"{out}/runs/{n}" for n in ("draw", "natural", "uniform", "random", "doremi", "static",
+                                    "odm", "online_draw")]
+    assert any(o.endswith("alpha_doremi.png") for o in _stage(stages, "plots").outputs)
+
+
+def test_overrides_reach_the_posterior_width_and_evidence(tool, data, tmp_path):
+    """n2 is the main runs' d_model with the user's overrides; s defaults to mixture.evidence."""
+    args = _args(tool, data, tmp_path / "p", "model.d_model=256", "model.n_heads=8",
+                 "mixture.evidence=3", "--baselines", "")
+    post = _stage(tool.plan(args, cuda=False), "posterior")
+    assert post.cmd[post.cmd.index("--main-width") + 1] == "256"
+    assert post.cmd[post.cmd.index("--evidence") + 1] == "3" and post.evidence == 3.0
+
+
+def test_online_draw_brings_its_reference_run(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--baselines", "online_draw", "--online-every", "7")
+    names = [s.name for s in tool.plan(args, cuda=False)]
+    assert names[names.index("draw"):] == ["draw", "natural", "online_draw", "compare", "plots"]
+
+
+def test_evidence_from_dga_and_both(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--baselines", "", "--dga-specific", "test:A",
+                 "--evidence-from", "dro,dga")
+    stages = tool.plan(args, cuda=False)
+    names = [s.name for s in stages]
+    assert names == ["reference", "proxy_dro", "dga", "posterior", "draw", "posterior_dga",
+                     "draw_dga", "compare", "plots"]
+    out = os.path.abspath(tmp_path / "p")
+    post = _stage(stages, "posterior_dga")
+    assert post.cmd[post.cmd.index("--alpha-star") + 1] == f"{out}/runs/dga/dga_alpha_star.json"
+    assert post.cmd[post.cmd.index("--proxy-config") + 1] == f"{out}/runs/dga/config.yaml"
+    assert f"mixture.file={out}/mixtures/draw_dga.json" in _stage(stages, "draw_dga").cmd
+    assert [c for c in _stage(stages, "compare").cmd if "/runs/" in c] == [
+        f"{out}/runs/{n}" for n in ("draw", "draw_dga", "dga")]
+    only = tool.plan(_args(tool, data, tmp_path / "q", "--baselines", "", "--dga-specific",
+                           "test:A", "--evidence-from", "dga"), cuda=False)
+    assert [s.name for s in only][2:5] == ["dga", "posterior", "draw"]
+    assert "dga_alpha_star.json" in _stage(only, "posterior").cmd[3]
 
 
 def test_torchrun_and_baseline_subset(tool, data, tmp_path):
     args = _args(tool, data, tmp_path / "p", "--launcher", "torchrun", "--nproc", "1",
                  "--baselines", "uniform,doremi")
     stages = tool.plan(args, cuda=False)
-    assert [s.name for s in stages][3:] == ["draw", "uniform", "doremi", "compare", "plots"]
+    assert [s.name for s in stages][3:] == ["posterior", "draw", "uniform", "doremi", "compare",
+                                            "plots"]
     ref = _stage(stages, "reference")
     assert "torch.distributed.run" in ref.cmd and "--nproc_per_node=1" in ref.cmd
     assert ref.env == {}
@@ -98,7 +148,8 @@ def test_dga_stage_joins_the_comparison_and_plots(tool, data, tmp_path):
     args = _args(tool, data, tmp_path / "p", "--baselines", "natural",
                  "--dga-specific", "test:Python Docs", "--dga-eta", "2.5", "--dga-every", "5")
     stages = tool.plan(args, cuda=False)
-    assert [s.name for s in stages][3:] == ["draw", "natural", "dga", "compare", "plots"]
+    assert [s.name for s in stages][2:] == ["dga", "posterior", "draw", "natural", "compare",
+                                            "plots"]
     dga = _stage(stages, "dga")
     assert dga.cmd[dga.cmd.index("--config") - 1].endswith("launch/dga_align.py")
     assert {"dga.specific=test:Python Docs", "dga.eta=2.5", "dga.every=5",
@@ -116,7 +167,9 @@ def test_dga_stage_joins_the_comparison_and_plots(tool, data, tmp_path):
 @pytest.mark.parametrize("bad", [["run.dir=x"], ["mixture.kind=uniform"], ["train.steps=3"],
                                  ["notakeyvalue"], ["--baselines", "natural,regmix"],
                                  ["--steps", "0"], ["dga.eta=3"], ["--dga-eta", "0"],
-                                 ["--dga-every", "0"]])
+                                 ["--dga-every", "0"], ["passes=[odm]"], ["--online-every", "0"],
+                                 ["--evidence-from", "dga"], ["--evidence-from", "dpo"],
+                                 ["--evidence", "0"]])
 def test_bad_arguments_are_clear_errors(tool, data, tmp_path, bad, capsys):
     argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128",
             "--out", str(tmp_path / "p"), *bad]

@@ -54,6 +54,13 @@ def test_only_complete_checkpoints_count_and_old_ones_are_pruned(tmp_path):
     assert (tmp_path / tag_for(50) / MARKER).is_file()
 
 
+def test_keep_zero_keeps_every_checkpoint(tmp_path):
+    mgr = CheckpointManager(str(tmp_path), keep=0, is_writer=True)
+    for step in (10, 20, 30):
+        mgr.save(_FakeEngine(), step, {})
+    assert mgr.complete_steps() == [10, 20, 30]
+
+
 def test_a_missing_tag_is_an_error(tmp_path):
     class Engine:
         def load_checkpoint(self, *a, **k):

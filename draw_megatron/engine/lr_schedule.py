@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then exponential decay to min_lr (SPEC.md §4)."""
+"""Learning-rate schedule: linear warm-up, then exponential decay to min_lr (docs/algorithms.md §4)."""
 
 from __future__ import annotations
 
