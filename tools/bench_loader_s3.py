@@ -82,9 +82,9 @@ def upload_root(local: str, url: str) -> None:
 
 def make_loader(data, args):
     from draw_megatron.data.loader import MixtureLoader
-    from draw_megatron.data.schedules import build_schedule
+    from draw_megatron.mixture.kinds import schedule_for
 
-    schedule = build_schedule("random", data.manifest, width=256, seed=0, split=args.split)
+    schedule = schedule_for("random", data.manifest, width=256, seed=0, split=args.split)
     return MixtureLoader(data, schedule, args.global_batch, seed=0)
 
 

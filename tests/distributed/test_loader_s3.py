@@ -8,7 +8,7 @@ import pytest
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import MixtureLoader
 from draw_megatron.data.manifest import Manifest
-from draw_megatron.data.schedules import build_schedule
+from draw_megatron.mixture.kinds import schedule_for
 from tests.distributed.harness import run_distributed
 from tests.unit.data.s3_server import running_s3_server, upload_tree
 from tests.unit.data.synthetic import decode_items, make_synthetic_root
@@ -20,7 +20,7 @@ URL = "s3://draw-dist/data"
 def _stream(root, cache_dir, dp_rank, dp_size, steps=6):
     data = DomainData(Manifest.load(root, cache_dir=cache_dir), "train")
     try:
-        sched = build_schedule("uniform", data.manifest)
+        sched = schedule_for("uniform", data.manifest)
         loader = MixtureLoader(data, sched, global_batch=8, seed=3, dp_rank=dp_rank,
                                dp_size=dp_size)
         return [decode_items(loader.next_batch()) for _ in range(steps)]

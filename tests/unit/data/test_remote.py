@@ -19,7 +19,7 @@ from draw_megatron.data.convert import ConvertConfig, convert_corpus
 from draw_megatron.data.domains import DomainData
 from draw_megatron.data.loader import MixtureLoader
 from draw_megatron.data.manifest import MANIFEST_NAME, Manifest, ManifestError
-from draw_megatron.data.schedules import build_schedule
+from draw_megatron.mixture.kinds import schedule_for
 from draw_megatron.train.trainer import check_config_against_data
 from tests.unit.data.s3_server import running_s3_server
 from tests.unit.tools.conftest import load_tool
@@ -129,7 +129,7 @@ def test_s3_objects_equal_local_conversion_and_manifest_is_last(s3, converted):
 
 
 def _batches(data: DomainData, steps: int, state: dict | None = None) -> tuple[list, dict]:
-    schedule = build_schedule("random", data.manifest, width=64, seed=5, redraw_every=2)
+    schedule = schedule_for("random", data.manifest, width=64, seed=5, redraw_every=2)
     loader = MixtureLoader(data, schedule, global_batch=24, seed=11)
     if state is not None:
         loader.load_state_dict(state)
