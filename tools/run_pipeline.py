@@ -513,7 +513,7 @@ def run_stage(stage: Stage, log_path: str, out: str) -> None:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     env = {**os.environ, **stage.env}
     env["PYTHONUNBUFFERED"] = "1"
-    cmds = resolved_plot_commands(stage) if stage.name == "plots" else [stage.cmd]
+    cmds = resolved_plot_commands(stage) if stage.name == "plots" else [with_free_port(stage.cmd)]
     with open(log_path, "a", encoding="utf-8") as log:
         for cmd in cmds:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
@@ -526,6 +526,20 @@ def run_stage(stage: Stage, log_path: str, out: str) -> None:
         raise PipelineError(f"stage {stage.name} ended without its outputs "
                             f"({', '.join(stage.outputs)}) at step {stage.steps}; "
                             f"see its log {log_path}")
+
+
+def with_free_port(cmd: list[str]) -> list[str]:
+    """The deepspeed launcher's rendezvous on a port free now (its default, 29500, collides
+    with any other job on the machine); other commands unchanged."""
+    if "--num_gpus" not in cmd or any(c.startswith("--master_port") for c in cmd):
+        return cmd
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    i = cmd.index("--num_gpus")
+    return [*cmd[:i], f"--master_port={port}", *cmd[i:]]
 
 
 def load_timings(out: str) -> dict:

@@ -276,3 +276,12 @@ def test_simplex_domains_two_largest_and_smallest(tool, tmp_path):
     path.write_text(json.dumps({"domains": ["A", "B", "C", "D", "E"], "kind": "static",
                                 "weights": [0.1, 0.4, 0.05, 0.25, 0.2]}))
     assert tool.simplex_domains(str(path)) == ["B", "D", "C"]
+
+
+def test_each_deepspeed_stage_gets_a_free_rendezvous_port(tool, data, tmp_path):
+    ref = _stage(tool.plan(_args(tool, data, tmp_path / "p"), cuda=False), "reference")
+    cmd = tool.with_free_port(ref.cmd)
+    port = [c for c in cmd if c.startswith("--master_port=")]
+    assert len(port) == 1 and 0 < int(port[0].split("=")[1]) < 65536
+    assert cmd.index(port[0]) < cmd.index("--num_gpus")
+    assert tool.with_free_port(["python", "x.py"]) == ["python", "x.py"]
