@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 
 MANIFEST = "manifest.json"
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def moto_server() -> str:
+def moto_server() -> Iterator[str]:
     """A moto S3 server on a free port of 127.0.0.1, with this process's env pointing at it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

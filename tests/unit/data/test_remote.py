@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 
-import numpy as np
 import pytest
 from boto3.session import Session
 from streaming.base.storage.upload import S3Uploader
