@@ -93,7 +93,7 @@ class Manifest:
             data = remote.read_bytes(url)
         except remote.RemoteError as exc:
             hint = (": convert the corpus with tools/convert_pile.py --out "
-                    f"{root} first" if str(exc).startswith("no object ") else "")
+                    f"{root} first" if exc.missing else "")
             raise ManifestError(f"{exc}{hint}") from None
         try:
             raw = json.loads(data)

@@ -22,7 +22,12 @@ from typing import Any
 
 
 class RemoteError(ValueError):
-    """An object-storage read or write that failed; the message is one line naming the URL."""
+    """An object-storage read or write that failed; the message is one line naming the URL.
+    ``missing``: the bucket exists but the object does not."""
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
 
 
 def scheme(path: str) -> str:
@@ -105,7 +110,14 @@ def read_bytes(url: str, client: Any = None) -> bytes:
             with open(local, "rb") as fh:
                 return fh.read()
     except _storage_errors() as exc:
-        raise RemoteError(describe_error(exc, url)) from None
+        raise RemoteError(describe_error(exc, url), missing=_is_missing(exc)) from None
+
+
+def _is_missing(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return (isinstance(exc, ClientError)
+            and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"))
 
 
 def download(url: str, local: str, client: Any = None) -> None:
@@ -148,7 +160,7 @@ def exists(url: str) -> bool:
     try:
         read_bytes(url)
     except RemoteError as exc:
-        if str(exc).startswith("no object "):
+        if exc.missing:
             return False
         raise
     return True
