@@ -39,6 +39,8 @@ setup(
         "tokenizers>=0.23",
         # Downstream evaluation (draw_megatron/eval/lm_eval_model.py, tools/eval_lm.py).
         "lm-eval>=0.4.13,<0.5",
+        # lm-eval's own `hf` model, to check our export against (tools/bench_lm_eval.py).
+        "accelerate>=1.0",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
