@@ -17,6 +17,7 @@ setup(
         # The maintained fork of mosaicml-streaming: same `import streaming`, same MDS format,
         # and it allows numpy 2.x (mosaicml-streaming 0.13 pins numpy<2.2).
         "streaming-community>=0.14",
+        "boto3>=1.34",  # data roots on S3 (draw_megatron/data/remote.py)
         "sentencepiece>=0.2",
         "zstandard>=0.22",
         "numpy>=1.26",
@@ -43,6 +44,7 @@ setup(
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # moto's S3 server on 127.0.0.1 for the object-storage tests
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "moto[server]>=5.1"],
     },
 )

@@ -48,7 +48,7 @@ def bench_trainer(args, overrides=()):
                                         f"train.steps={total}", "log.tensorboard=false"])
     env = init_distributed()
     cfg.validate_layout(env.world_size)
-    check_passes(cfg, Manifest.load(cfg.data.root))
+    check_passes(cfg, Manifest.from_config(cfg.data))
     trainer = Trainer(cfg, env, ParallelTopology.from_dist(cfg.parallel.tp))
     trainer.metrics = MetricsLog(run_dir, env.rank == 0)
     return trainer

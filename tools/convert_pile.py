@@ -5,8 +5,12 @@ Examples:
   python tools/convert_pile.py /data/pile --tokenizer sp.model --seq-len 1024 --out /data/mds
   python tools/convert_pile.py --split train=a.jsonl.zst,b.jsonl.zst --split val=v.jsonl \\
       --tokenizer sp.model --seq-len 1024 --out /data/mds --workers 8
+  python tools/convert_pile.py /data/pile --tokenizer sp.model --seq-len 1024 \\
+      --out s3://bucket/pile-mds --staging-dir /scratch/stage
 
 With PILE_DIR, its own layout is used: train/*.jsonl[.zst], val.jsonl[.zst], test.jsonl[.zst].
+An --out URL (s3://, gs://, ...) is written through the MDS library's uploaders, manifest.json
+last; credentials come from the environment or ~/.aws (S3 endpoint: S3_ENDPOINT_URL).
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="files (paths, globs or folders) of one split; repeatable")
     p.add_argument("--tokenizer", required=True, help="SentencePiece .model file")
     p.add_argument("--seq-len", type=int, required=True, help="tokens per training sequence")
-    p.add_argument("--out", required=True, help="output data root")
+    p.add_argument("--out", required=True,
+                   help="output data root: a folder, or a URL such as s3://bucket/prefix")
+    p.add_argument("--staging-dir", help="--out URL only: local folder holding shards until "
+                                         "they are uploaded (default: the temporary folder)")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
     p.add_argument("--domains", nargs="+", metavar="NAME",
                    help="keep only these domains (display names, e.g. 'Wikipedia (en)'); "
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 raise SystemExit(f"error: --epochs {name}={value}: {value!r} is not a number")
         cfg = ConvertConfig(seq_len=args.seq_len, workers=args.workers, domains=domains,
-                            epochs=epochs, shard_size=args.shard_size)
+                            epochs=epochs, shard_size=args.shard_size,
+                            staging_dir=args.staging_dir)
         if not os.path.isfile(args.tokenizer):
             raise SystemExit(f"error: tokenizer model {args.tokenizer!r} does not exist")
         t0 = time.time()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -21,6 +22,7 @@ from draw_megatron.config.base import (Config, ConfigError, apply_overrides, che
                                        check_positive, join_key, load_yaml, require,
                                        suggest)
 from draw_megatron.config.model import ModelConfig
+from draw_megatron.data.remote import is_remote
 
 MANIFEST_NAME = "manifest.json"  # docs/architecture.md, Contract 1 (draw_megatron.data.manifest)
 
@@ -96,7 +98,8 @@ class DataConfig(Config):
     SECTION: ClassVar[str] = "data"
 
     root: str
-    """Data root holding manifest.json and one MDS dataset per split and domain (local)."""
+    """Data root holding manifest.json and one MDS dataset per split and domain: a local
+    folder, or a URL of object storage (s3://bucket/prefix, gs://...)."""
 
     split: str = "train"
     """Split the training stream reads."""
@@ -104,10 +107,36 @@ class DataConfig(Config):
     eval_split: str = "val"
     """Split that validation reads (unless eval.split says otherwise)."""
 
+    cache_dir: str | None = None
+    """Local folder caching a remote root's tokenizer and shards; required when root is a
+    URL (shards are downloaded on first read)."""
+
+    cache_limit: str | None = None
+    """Remote root only: the most shard bytes each split keeps in cache_dir, e.g. "20gb"
+    (the coldest shards are evicted); null: no limit."""
+
     def validate(self, prefix: str | None = None) -> None:
         for name in ("root", "split", "eval_split"):
             require(bool(getattr(self, name)),
                      f"{_key(prefix, self.SECTION, name)} must not be empty")
+        self._validate_cache(prefix)
+
+    def _validate_cache(self, prefix: str | None) -> None:
+        root_key, cache_key = (_key(prefix, self.SECTION, n) for n in ("root", "cache_dir"))
+        remote_root = is_remote(self.root)
+        if remote_root:
+            require(bool(self.cache_dir), f"{root_key}={self.root!r} is remote: set {cache_key} "
+                                          "to a local folder for its cache")
+            require(not is_remote(str(self.cache_dir)),
+                    f"{cache_key}={self.cache_dir!r} must be a local folder")
+        limit_key = _key(prefix, self.SECTION, "cache_limit")
+        require(self.cache_limit is None
+                or re.fullmatch(r"\d+(\.\d+)?\s*[kmgtp]?b", self.cache_limit.lower()) is not None,
+                f"{limit_key}={self.cache_limit!r} is not a size such as 500mb or 20gb")
+        for name in ("cache_dir", "cache_limit"):
+            require(remote_root or getattr(self, name) is None,
+                    f"{_key(prefix, self.SECTION, name)} applies to a remote {root_key} only "
+                    f"(it is the local folder {self.root!r})")
 
 
 @dataclass(kw_only=True)
@@ -406,6 +435,14 @@ class RunConfig(Config):
 
     def _check_data_root(self) -> None:
         root = self.data.root
+        if is_remote(root):
+            from draw_megatron.data.manifest import Manifest, ManifestError
+
+            try:  # downloads the manifest: a missing bucket or bad credentials fail here
+                Manifest.from_config(self.data)
+            except ManifestError as exc:
+                raise ConfigError(f"data.root={root!r}: {exc}") from None
+            return
         require(os.path.isdir(root), f"data.root={root!r} does not exist (or is not a folder); "
                                       "convert data with tools/convert_pile.py first")
         require(os.path.isfile(os.path.join(root, MANIFEST_NAME)),

@@ -15,15 +15,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from streaming import MDSWriter
 from tqdm import tqdm
 
-from draw_megatron.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, natural_weights
+from draw_megatron.data import remote
+from draw_megatron.data.manifest import (INDEX_NAME, MANIFEST_FORMAT, MANIFEST_NAME,
+                                         natural_weights)
 from draw_megatron.data.pile import PILE_EPOCHS, BadInputLog, iter_raw_lines, parse_line, slugify
 from draw_megatron.data.encode_worker import EncodeTask, init_worker
 from draw_megatron.data.tokenizer import Tokenizer
@@ -56,6 +60,9 @@ class ConvertConfig:
     single_domain: str | None = None
     """Put every document in one domain of this display name, whatever its ``pile_set_name``
     (documents without one are then accepted); None: one domain per ``pile_set_name``."""
+    staging_dir: str | None = None
+    """Remote output only: local folder that holds each shard until it is uploaded (None:
+    the system's temporary folder). It needs room for a few dozen shards (those queued)."""
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
@@ -77,8 +84,10 @@ class ConvertConfig:
 class _DomainPacker:
     """Packs one domain's token stream of one split into overlapping windows in MDS shards."""
 
-    def __init__(self, out_dir: str, seq_len: int, dtype: str, shard_size: int):
-        self.out_dir, self.seq_len = out_dir, seq_len
+    def __init__(self, out_dir: str, seq_len: int, dtype: str, shard_size: int,
+                 publish: Callable[[str], None] | None = None):
+        # publish: given a file name of out_dir, uploads it (remote output)
+        self.out_dir, self.seq_len, self.publish = out_dir, seq_len, publish
         self.dtype, self.shard_size = dtype, shard_size
         self.writer: MDSWriter | None = None
         self.pending: list[np.ndarray] = []
@@ -97,8 +106,11 @@ class _DomainPacker:
         stream = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
         num_windows = (len(stream) - 1) // self.seq_len
         if self.writer is None:
-            self.writer = MDSWriter(out=self.out_dir, columns={"tokens": f"ndarray:{self.dtype}"},
-                                    size_limit=self.shard_size, compression=None)
+            kind = MDSWriter if self.publish is None else _PublishingMDSWriter
+            self.writer = kind(out=self.out_dir, columns={"tokens": f"ndarray:{self.dtype}"},
+                               size_limit=self.shard_size, compression=None)
+            if self.publish is not None:
+                self.writer.publish = self.publish
         span = self.seq_len + 1
         for i in range(num_windows):
             start = i * self.seq_len
@@ -115,6 +127,21 @@ class _DomainPacker:
         dropped = self.num_pending - (1 if self.sequences else 0)
         return {"documents": self.documents, "tokens": self.tokens,
                 "sequences": self.sequences, "dropped_tokens": dropped}
+
+
+class _PublishingMDSWriter(MDSWriter):
+    """An MDSWriter into a local folder that hands each finished shard, then the index, to
+    ``publish`` (which uploads and deletes it), so the folder holds about one shard."""
+
+    publish: Callable[[str], None]
+
+    def flush_shard(self) -> None:
+        super().flush_shard()
+        self.publish(self.shards[-1]["raw_data"]["basename"])
+
+    def finish(self) -> None:
+        super().finish()
+        self.publish(INDEX_NAME)
 
 
 def _iter_chunks(paths: list[str], bad: BadInputLog, chunk_bytes: int
@@ -138,8 +165,10 @@ def _iter_chunks(paths: list[str], bad: BadInputLog, chunk_bytes: int
 class _SplitWriter:
     """The packers, bad-input log and skipped-domain counts of one split."""
 
-    def __init__(self, split: str, out_root: str, cfg: ConvertConfig, dtype: str):
+    def __init__(self, split: str, out_root: str, cfg: ConvertConfig, dtype: str,
+                 publisher: remote.Publisher | None = None):
         self.split, self.out_root, self.cfg, self.dtype = split, out_root, cfg, dtype
+        self.publisher = publisher
         self.bad = BadInputLog()
         self.packers: dict[str, _DomainPacker] = {}
         self.filtered: dict[str, int] = {}
@@ -156,8 +185,14 @@ class _SplitWriter:
                 slug = slugs.get(domain) or _new_slug(domain, slugs)
                 packer = self.packers[domain] = _DomainPacker(
                     os.path.join(self.out_root, self.split, slug), self.cfg.seq_len,
-                    self.dtype, self.cfg.shard_size)
+                    self.dtype, self.cfg.shard_size, self._publish_fn(slug))
             packer.add(tokens)
+
+    def _publish_fn(self, slug: str) -> Callable[[str], None] | None:
+        if self.publisher is None:
+            return None
+        publisher, folder = self.publisher, os.path.join(self.split, slug)
+        return lambda name: publisher.submit(os.path.join(folder, name))
 
     def close(self) -> None:
         self.stats = {domain: packer.close() for domain, packer in self.packers.items()}
@@ -183,41 +218,94 @@ def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
                    cfg: ConvertConfig, overwrite: bool = False) -> dict:
     """Convert each split's files into ``out`` (Contract 1) and return the manifest.
 
-    ``splits`` maps a split name to its input files, in order. The output appears at ``out``
-    only when everything succeeded.
+    ``splits`` maps a split name to its input files, in order. A local ``out`` appears only
+    when everything succeeded. A remote ``out`` (``s3://bucket/prefix``, ``gs://...``) gets
+    the shards and index files as they are written and manifest.json last, so a reader
+    never takes a partial upload for a dataset.
     """
     if not splits:
         raise ConversionError("no split to convert")
+    if remote.is_remote(out):
+        _prepare_remote_root(out, overwrite)
+        with _staging_dir(cfg.staging_dir) as stage:
+            publisher = remote.Publisher(stage, out)
+            try:
+                manifest = _convert_into(stage, splits, tokenizer_path, cfg, publisher)
+                for name in (TOKENIZER_NAME, MANIFEST_NAME):
+                    # Each waits for all before it: until the manifest exists, the prefix
+                    # is no dataset.
+                    publisher.wait()
+                    publisher.submit(name)
+                publisher.wait()
+            finally:
+                publisher.close()
+        return manifest
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        return _convert_into(tmp, splits, tokenizer_path, cfg)
+
+
+def _convert_into(root: str, splits: dict[str, list[str]], tokenizer_path: str,
+                  cfg: ConvertConfig, publisher: remote.Publisher | None = None) -> dict:
+    """Write the shards under ``root`` (each handed to ``publisher`` when given), then the
+    tokenizer and manifest.json into ``root``; return the manifest."""
     tok = Tokenizer(tokenizer_path)
     dtype = _token_dtype(tok.vocab_size)
     slugs: dict[str, str] = {}
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        writers = {split: _SplitWriter(split, tmp, cfg, dtype) for split in splits}
+    writers = {split: _SplitWriter(split, root, cfg, dtype, publisher) for split in splits}
 
-        def tagged_chunks():
-            # All splits in one ordered stream, so workers never idle at a split's end.
-            for split, paths in splits.items():
-                for chunk in _iter_chunks(paths, writers[split].bad, cfg.chunk_bytes):
-                    yield split, chunk
+    def tagged_chunks():
+        # All splits in one ordered stream, so workers never idle at a split's end.
+        for split, paths in splits.items():
+            for chunk in _iter_chunks(paths, writers[split].bad, cfg.chunk_bytes):
+                yield split, chunk
 
-        bar = tqdm(desc="convert", unit="doc", dynamic_ncols=True, mininterval=1.0)
-        with _encoder(tokenizer_path, cfg.workers, EncodeTask(dtype, cfg.single_domain)) as encode:
-            for split, (docs, chunk_bad) in encode(tagged_chunks()):
-                writer = writers[split]
-                writer.bad.merge(chunk_bad)
-                writer.add(docs, slugs)
-                bar.update(len(docs))
-        bar.close()
-        for split, writer in writers.items():
-            writer.close()
-            if not writer.stats:
-                _check_allow_list(cfg, writers)  # a misspelt --domains name says so first
-                raise ConversionError(_no_document_message(split, splits[split], writer))
-        _check_allow_list(cfg, writers)
-        shutil.copyfile(tokenizer_path, os.path.join(tmp, TOKENIZER_NAME))
-        manifest = _manifest(writers, slugs, tok, cfg, dtype, splits)
-        atomic_write_json(os.path.join(tmp, MANIFEST_NAME), manifest)
+    bar = tqdm(desc="convert", unit="doc", dynamic_ncols=True, mininterval=1.0)
+    with _encoder(tokenizer_path, cfg.workers, EncodeTask(dtype, cfg.single_domain)) as encode:
+        for split, (docs, chunk_bad) in encode(tagged_chunks()):
+            writer = writers[split]
+            writer.bad.merge(chunk_bad)
+            writer.add(docs, slugs)
+            bar.update(len(docs))
+    bar.close()
+    for split, writer in writers.items():
+        writer.close()
+        if not writer.stats:
+            _check_allow_list(cfg, writers)  # a misspelt --domains name says so first
+            raise ConversionError(_no_document_message(split, splits[split], writer))
+    _check_allow_list(cfg, writers)
+    shutil.copyfile(tokenizer_path, os.path.join(root, TOKENIZER_NAME))
+    manifest = _manifest(writers, slugs, tok, cfg, dtype, splits)
+    atomic_write_json(os.path.join(root, MANIFEST_NAME), manifest)
     return manifest
+
+
+def _prepare_remote_root(out: str, overwrite: bool) -> None:
+    """Refuse a remote root that holds data unless ``overwrite``; then delete the old data,
+    its manifest first. Checked before any work, so a long job does not fail at its end."""
+    if remote.scheme(out) != "s3":
+        if remote.exists(remote.join(out, MANIFEST_NAME)):
+            raise FileExistsError(f"{out} holds a dataset; replacing one is supported on s3:// "
+                                  "only: delete it first")
+        return
+    keys = remote.list_keys(out)
+    if keys and not overwrite:
+        raise FileExistsError(f"{out} holds {len(keys)} objects; pass --overwrite to replace "
+                              "them")
+    if keys:
+        log.info("deleting the %d objects under %s (manifest first)", len(keys), out)
+        remote.delete_prefix(out, first=MANIFEST_NAME)
+
+
+@contextmanager
+def _staging_dir(parent: str | None) -> Iterator[str]:
+    """A fresh local folder for shards on their way to object storage, removed afterwards."""
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix="draw-convert-", dir=parent)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 class _encoder:

@@ -1,17 +1,32 @@
-"""The data root's manifest.json (docs/architecture.md, Contract 1): what the converter wrote, validated."""
+"""The data root's manifest.json (docs/architecture.md, Contract 1): what the converter wrote,
+validated.
+
+A data root is a local folder or a URL of object storage (``s3://bucket/prefix``). A remote
+root is read through a local cache folder: its manifest is downloaded at every load, and
+the tokenizer and shards are kept under ``<cache_dir>/<key>/``, where the key hashes the
+root and the manifest's bytes, so a re-converted dataset never reads stale cached shards.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from draw_megatron.data import remote
+
+if TYPE_CHECKING:
+    from draw_megatron.config.run import DataConfig
+
 MANIFEST_FORMAT = "draw-data/v1"
 MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.json"  # the MDS library's index of one dataset's shards
 
 
 class ManifestError(ValueError):
@@ -38,9 +53,19 @@ class Manifest:
     tokenizer: dict
     splits: tuple[str, ...]
     domains: tuple[DomainInfo, ...]
+    local_root: str = ""
+    """Local folder of the tokenizer and the shards: the root itself, or for a remote root
+    its folder in the cache ("" means the root)."""
+    cache_limit: int | str | None = None
+    """Remote roots: the most bytes of shards each split's dataset keeps in the cache (the
+    MDS library's ``cache_limit``, e.g. "20gb"); None: no limit."""
 
     @classmethod
-    def load(cls, root: str) -> Manifest:
+    def load(cls, root: str, cache_dir: str | None = None,
+             cache_limit: int | str | None = None) -> Manifest:
+        """The manifest of ``root``; a remote root needs ``cache_dir`` (its local cache)."""
+        if remote.is_remote(root):
+            return cls._load_remote(root, cache_dir, cache_limit)
         path = os.path.join(root, MANIFEST_NAME)
         if not os.path.isfile(path):
             raise ManifestError(f"no {MANIFEST_NAME} under data root {root!r}: convert the "
@@ -53,8 +78,35 @@ class Manifest:
         return cls.from_dict(raw, root)
 
     @classmethod
-    def from_dict(cls, raw: dict, root: str) -> Manifest:
-        where = os.path.join(root, MANIFEST_NAME)
+    def from_config(cls, data: DataConfig) -> Manifest:
+        """The manifest of a ``data`` config section (root, cache_dir, cache_limit)."""
+        return cls.load(data.root, cache_dir=data.cache_dir, cache_limit=data.cache_limit)
+
+    @classmethod
+    def _load_remote(cls, root: str, cache_dir: str | None,
+                     cache_limit: int | str | None) -> Manifest:
+        if not cache_dir:
+            raise ManifestError(f"data root {root!r} is remote: give a local cache folder "
+                                "(data.cache_dir)")
+        url = remote.join(root, MANIFEST_NAME)
+        try:
+            data = remote.read_bytes(url)
+        except remote.RemoteError as exc:
+            hint = (": convert the corpus with tools/convert_pile.py --out "
+                    f"{root} first" if exc.missing else "")
+            raise ManifestError(f"{exc}{hint}") from None
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"cannot read {url}: {exc}") from None
+        key = hashlib.sha256(root.rstrip("/").encode() + b"\n" + data).hexdigest()[:16]
+        local_root = os.path.join(os.path.abspath(cache_dir), key)
+        return cls.from_dict(raw, root, local_root=local_root, cache_limit=cache_limit)
+
+    @classmethod
+    def from_dict(cls, raw: dict, root: str, local_root: str = "",
+                  cache_limit: int | str | None = None) -> Manifest:
+        where = remote.join(root, MANIFEST_NAME)
         if raw.get("format") != MANIFEST_FORMAT:
             raise ManifestError(f"{where}: format is {raw.get('format')!r}, "
                                 f"expected {MANIFEST_FORMAT!r}")
@@ -69,8 +121,15 @@ class Manifest:
             repeated = sorted({v for v in values if values.count(v) > 1})
             if repeated:
                 raise ManifestError(f"{where}: duplicate domain {attr}s {repeated}")
-        return cls(root=os.path.abspath(root), seq_len=int(raw["seq_len"]), dtype=raw["dtype"],
-                   tokenizer=raw["tokenizer"], splits=tuple(raw["splits"]), domains=domains)
+        if not remote.is_remote(root):
+            root = os.path.abspath(root)
+        return cls(root=root, seq_len=int(raw["seq_len"]), dtype=raw["dtype"],
+                   tokenizer=raw["tokenizer"], splits=tuple(raw["splits"]), domains=domains,
+                   local_root=local_root or root, cache_limit=cache_limit)
+
+    @property
+    def is_remote(self) -> bool:
+        return remote.is_remote(self.root)
 
     @property
     def domain_names(self) -> list[str]:
@@ -82,7 +141,14 @@ class Manifest:
 
     @property
     def tokenizer_path(self) -> str:
-        return os.path.join(self.root, self.tokenizer["path"])
+        """A local file; for a remote root its copy in the cache, downloaded on first use."""
+        local = os.path.join(self.local_root, self.tokenizer["path"])
+        if self.is_remote and not os.path.isfile(local):
+            try:
+                remote.download(remote.join(self.root, self.tokenizer["path"]), local)
+            except remote.RemoteError as exc:
+                raise ManifestError(str(exc)) from None
+        return local
 
     @property
     def eos_id(self) -> int:
@@ -110,7 +176,14 @@ class Manifest:
                          for d in self.domains], dtype=np.float64)
 
     def domain_dir(self, split: str, index: int) -> str:
-        return os.path.join(self.root, split, self.domains[index].slug)
+        """The local folder of a domain's shards (for a remote root, its cache folder)."""
+        return os.path.join(self.local_root, split, self.domains[index].slug)
+
+    def domain_remote(self, split: str, index: int) -> str | None:
+        """The URL of a domain's shards, or None for a local root."""
+        if not self.is_remote:
+            return None
+        return remote.join(self.root, split, self.domains[index].slug)
 
 
 _SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, *, launcher_keys: dict[str, str] | None = None
         cfg = load_run_config(args.config, args.overrides,
                               [f"{k}={v}" for k, v in (launcher_keys or {}).items()])
         cfg.validate_layout(world_size)  # before any process group exists
-        manifest = Manifest.load(cfg.data.root)
+        manifest = Manifest.from_config(cfg.data)
         check_config_against_data(cfg, manifest)
         check_passes(cfg, manifest)
         make_schedule(cfg, manifest)  # mixture files read and checked here, not in the ranks

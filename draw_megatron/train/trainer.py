@@ -68,7 +68,7 @@ class Trainer:
         self.cfg, self.env, self.topology = cfg, env, topology
         self.set_passes(build_passes(cfg) if passes is None else passes)
         self.is_writer = env.rank == 0
-        self.manifest = Manifest.load(cfg.data.root)
+        self.manifest = Manifest.from_config(cfg.data)
         check_config_against_data(cfg, self.manifest)
         self.model_cfg = model_cfg = model_config_for_data(cfg, self.manifest)
         model = GPT(model_cfg, topology, sequence_parallel=cfg.parallel.sequence_parallel,
@@ -418,7 +418,7 @@ def make_schedule(cfg: RunConfig, manifest: Manifest) -> Schedule:
 def check_config_against_data(cfg: RunConfig, manifest: Manifest | None = None) -> None:
     """The vocabulary must hold every token id of the data and the sequence length must be
     the data's; the splits must exist. Cheap: launchers call it before any process group."""
-    manifest = manifest or Manifest.load(cfg.data.root)
+    manifest = manifest or Manifest.from_config(cfg.data)
     model = cfg.model
     if model.vocab_size < manifest.vocab_size:
         raise ConfigError(f"model.vocab_size={model.vocab_size} is smaller than the data's "
