@@ -42,9 +42,13 @@ class MetricsLog:
 
     def _scalars(self, record: dict) -> None:
         kind, step = record["kind"], record["step"]
+        # A record naming its task and metric (lm_eval) is one scalar per (task, metric).
+        prefix = (f"{kind}/{record['task']}/{record['metric']}" if "task" in record
+                  and "metric" in record else kind)
         for key, value in record.items():
             if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
-                self._tb.add_scalar(f"{kind}/{key}", value, step)
+                self._tb.add_scalar(prefix if prefix != kind and key == "value"
+                                    else f"{prefix}/{key}", value, step)
         self._tb.flush()
 
     def close(self) -> None:

@@ -68,3 +68,28 @@ def test_a_missing_tag_is_an_error(tmp_path):
 
     with pytest.raises(RuntimeError, match="could not load"):
         CheckpointManager(str(tmp_path), 2, True).load(Engine(), 10)
+
+
+def test_tensorboard_tags_per_task_and_metric(tmp_path):
+    """lm_eval records become one scalar per (task, metric); others one per field."""
+    from draw_megatron.train.metrics import MetricsLog
+
+    class Board:
+        def __init__(self):
+            self.tags = []
+
+        def add_scalar(self, tag, value, step):
+            self.tags.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    log = MetricsLog(str(tmp_path), is_writer=True)
+    log._tb = Board()
+    log.write({"kind": "lm_eval", "step": 4, "task": "boolq", "metric": "acc", "value": 0.5,
+               "stderr": 0.1})
+    log.write({"kind": "train", "step": 4, "loss": 2.0, "lr": None})
+    assert log._tb.tags == [("lm_eval/boolq/acc", 0.5, 4), ("lm_eval/boolq/acc/stderr", 0.1, 4),
+                            ("train/loss", 2.0, 4)]
+    log._tb = None
+    log.close()
