@@ -215,8 +215,11 @@ class CheckpointManager:
         log.info("saved checkpoint %s", tag)
 
     def saved_layout(self, step: int) -> Layout | None:
-        """The layout checkpoint ``step`` was saved at (None for an older marker)."""
-        layout = self.marker(step).get("layout")
+        """The layout checkpoint ``step`` was saved at (None for an older marker, or none)."""
+        try:
+            layout = self.marker(step).get("layout")
+        except FileNotFoundError:
+            return None
         return None if layout is None else Layout(**layout)
 
     def load(self, engine, step: int, reshape: bool = False) -> dict:
