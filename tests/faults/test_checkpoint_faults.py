@@ -70,10 +70,18 @@ def _losses(cfg: RunConfig) -> list[float]:
     return [r["loss"] for r in read_metrics(os.path.join(cfg.run.dir, "metrics.jsonl"), "train")]
 
 
-def _resumed_from(trainer) -> int:
-    """Resume as fit() does and report the step it starts from."""
+def _resume_and_finish(cfg: RunConfig) -> tuple[int, list[float]]:
+    """The step a resume of ``cfg`` starts from (checked as fit() resumes), and the losses of
+    the run then finished."""
+    import torch.distributed as dist
+
+    trainer = _trainer(cfg)
     trainer.resume()
-    return trainer.state.step
+    step = trainer.state.step
+    trainer.close()
+    dist.barrier()
+    fit_until_killed(_trainer(cfg))
+    return step, _losses(cfg)
 
 
 def _runs(rank: int, world: int, root: str, out: str) -> dict:
@@ -98,12 +106,7 @@ def _runs(rank: int, world: int, root: str, out: str) -> dict:
     fit_until_killed(trainer)
     res["crash_markers"] = CheckpointManager(os.path.join(crash.run.dir, "checkpoints"), 0,
                                              False).complete_steps()
-    trainer = _trainer(crash)
-    res["crash_resumed_from"] = _resumed_from(trainer)
-    trainer.close()
-    dist.barrier()
-    fit_until_killed(_trainer(crash))
-    res["crash"] = _losses(crash)
+    res["crash_resumed_from"], res["crash"] = _resume_and_finish(crash)
 
     # A file of a complete checkpoint truncated afterwards.
     cut = _cfg(root, f"{out}/cut")
@@ -115,12 +118,7 @@ def _runs(rank: int, world: int, root: str, out: str) -> dict:
     mgr = CheckpointManager(os.path.join(cut.run.dir, "checkpoints"), 0, rank == 0)
     res["cut_problem"] = mgr.verify(4)
     res["cut_latest"] = mgr.latest()
-    trainer = _trainer(cut)
-    res["cut_resumed_from"] = _resumed_from(trainer)
-    trainer.close()
-    dist.barrier()
-    fit_until_killed(_trainer(cut))
-    res["cut"] = _losses(cut)
+    res["cut_resumed_from"], res["cut"] = _resume_and_finish(cut)
     res["broken_file"] = broken
     return res
 

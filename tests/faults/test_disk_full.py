@@ -4,7 +4,6 @@ leaves the previous output as it was and no temporary data root beside it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -12,6 +11,7 @@ import subprocess
 import sys
 
 from tests.distributed.test_launchers import REPO, _base_env
+from tests.unit.data.test_convert import _tree_digest
 
 TOOL = os.path.join(REPO, "tools", "convert_pile.py")
 LIMIT = 64 << 10  # bytes: far below the shards this corpus gives
@@ -27,16 +27,6 @@ def _corpus(path: str, docs: int, seed: int) -> str:
             text = " ".join(rng.choice(words) for _ in range(rng.randint(40, 120)))
             fh.write(json.dumps({"text": text, "meta": {"pile_set_name": "Pile-CC"}}) + "\n")
     return path
-
-
-def _tree(root: str) -> dict[str, str]:
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def _convert(src: str, tokenizer: str, out: str, limit: int | None):
@@ -57,7 +47,7 @@ def test_a_full_disk_is_one_error_line_and_the_previous_output_stays(demo_tokeni
     small = _corpus(str(tmp_path / "small.jsonl"), 50, seed=0)
     first = _convert(small, demo_tokenizer_path, out, limit=None)
     assert first.returncode == 0, first.stderr[-2000:]
-    before = _tree(out)
+    before = _tree_digest(out)
 
     big = _corpus(str(tmp_path / "big.jsonl"), 3000, seed=1)
     res = _convert(big, demo_tokenizer_path, out, limit=LIMIT)
@@ -65,5 +55,5 @@ def test_a_full_disk_is_one_error_line_and_the_previous_output_stays(demo_tokeni
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert lines == [f"error: no room to write {out} (File too large): nothing was written "
                      "there and a previous output is intact; free space and rerun"], res.stderr
-    assert _tree(out) == before
+    assert _tree_digest(out) == before
     assert sorted(os.listdir(tmp_path)) == ["big.jsonl", "data", "small.jsonl"]
