@@ -36,6 +36,7 @@ setup(
         # rope_parameters config layout and TokenizersBackend of transformers 5.
         "transformers>=5.24,<6",
         "tokenizers>=0.23",
+        "xxhash>=3",  # checkpoint file hashes in the COMPLETE marker (train/checkpoint.py)
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
