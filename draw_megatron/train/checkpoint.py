@@ -288,7 +288,7 @@ def check_reshape(saved: Layout, now: Layout) -> None:
     """Raise :class:`LayoutMismatch` for a change of layout that cannot be made faithfully."""
     if 3 in (saved.zero_stage, now.zero_stage):
         # DeepSpeed 0.19's ZeRO 3 universal load restores the weights but not Adam's state
-        # faithfully: a dp 2 -> dp 1 resume drifted by 3.8e-4 (relative loss) within 4 steps,
+        # faithfully: a dp 2 -> dp 1 resume drifted by 3.8e-4 (relative loss) within 5 steps,
         # as against 5e-9 at ZeRO 1/2.
         raise LayoutMismatch(f"cannot reshape a checkpoint saved at {saved.describe()} to "
                              f"{now.describe()}: ZeRO 3 checkpoints resume only at their own "
