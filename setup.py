@@ -41,6 +41,7 @@ setup(
         "lm-eval>=0.4.13,<0.5",
         # lm-eval's own `hf` model, to check our export against (tools/bench_lm_eval.py).
         "accelerate>=1.0",
+        "xxhash>=3",  # checkpoint file hashes in the COMPLETE marker (train/checkpoint.py)
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -117,6 +118,9 @@ def _key_values(items: list[str], flag: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Past a file-size limit the kernel's default is to kill the process, leaving the
+    # temporary output behind; ignored, the write fails with EFBIG and is cleaned up.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     from draw_megatron.data.convert import ConversionError, ConvertConfig, convert_corpus
     from draw_megatron.data.pile import expand_inputs
 

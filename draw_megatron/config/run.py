@@ -49,6 +49,12 @@ class RunSection(Config):
     resume: str = "auto"
     """"auto": from the latest complete checkpoint in run.dir if any; "never"; or a path."""
 
+    resume_layout: Literal["strict", "reshape"] = "strict"
+    """A checkpoint saved at another (tp, dp, ZeRO stage) layout: "strict" stops with an
+    error naming both layouts; "reshape" re-shards the model and optimizer state through
+    DeepSpeed's universal checkpoint (ZeRO 1/2 to any tp, dp and ZeRO 1/2; ZeRO 0 to
+    another dp; ZeRO 3 not)."""
+
     def validate(self, prefix: str | None = None) -> None:
         require(bool(self.dir), f"{_key(prefix, self.SECTION, 'dir')} must not be empty")
         check_non_negative(self, prefix, "seed")

@@ -12,6 +12,7 @@ is byte-identical for any number of workers.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import shutil
@@ -225,6 +226,24 @@ def convert_corpus(splits: dict[str, list[str]], tokenizer_path: str, out: str,
     """
     if not splits:
         raise ConversionError("no split to convert")
+    try:
+        return _convert(splits, tokenizer_path, out, cfg, overwrite)
+    except OSError as exc:
+        # Raised after atomic_output_dir removed its temporary folder: nothing half-written.
+        if exc.errno not in _DISK_FULL:
+            raise
+        where = out if remote.is_remote(out) else os.path.abspath(out)
+        raise ConversionError(f"no room to write {where} ({os.strerror(exc.errno)}): nothing "
+                              "was written there and a "
+                              "previous output is intact; free space and rerun") from exc
+
+
+# A full disk, a quota, a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored).
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _convert(splits: dict[str, list[str]], tokenizer_path: str, out: str, cfg: ConvertConfig,
+             overwrite: bool) -> dict:
     if remote.is_remote(out):
         _prepare_remote_root(out, overwrite)
         with _staging_dir(cfg.staging_dir) as stage:

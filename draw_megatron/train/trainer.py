@@ -37,7 +37,7 @@ from draw_megatron.model import (CONSOLIDATED_NAME, GPT, flops_per_token, load_c
 from draw_megatron.parallel import ParallelTopology, rank0_broadcaster
 from draw_megatron.passes.base import PassContext, StepInfo, StepPass, check_roles, owner
 from draw_megatron.passes.registry import build_passes
-from draw_megatron.train.checkpoint import CheckpointManager
+from draw_megatron.train.checkpoint import CheckpointManager, Layout
 from draw_megatron.train.metrics import MetricsLog
 from draw_megatron.train.stopping import NonFiniteLoss, Preempted, StopSignals, control_group
 from draw_megatron.utils.log import get_logger
@@ -90,7 +90,7 @@ class Trainer:
                                    cfg.train.micro_batch, topology.dp_rank, topology.dp_size,
                                    topology.dp_group, env.device)
         self.checkpoints = CheckpointManager(os.path.join(cfg.run.dir, "checkpoints"),
-                                             cfg.checkpoint.keep, self.is_writer)
+                                             cfg.checkpoint.keep, self.is_writer, self.layout)
         self.state = TrainState()
         self.metrics: MetricsLog | None = None
         self.flops_per_token = flops_per_token(model_cfg)
@@ -157,18 +157,26 @@ class Trainer:
                 raise RuntimeError(f"run.resume=never but {self.checkpoints.root} holds "
                                    "checkpoints: use another run.dir or run.resume=auto")
             return
+        reshape = self.cfg.run.resume_layout == "reshape"
         if mode == "auto":
-            step = self.checkpoints.latest()
+            step = self.checkpoints.latest_valid()
             if step is None:
                 return
-            client = self.checkpoints.load(self.engine, step)
+            client = self.checkpoints.load(self.engine, step, reshape)
         else:
             root, tag = os.path.split(os.path.abspath(mode))
-            client = CheckpointManager(root, self.cfg.checkpoint.keep, False).load(
-                self.engine, int(tag.removeprefix("step_")))
+            client = CheckpointManager(root, self.cfg.checkpoint.keep, False, self.layout).load(
+                self.engine, int(tag.removeprefix("step_")), reshape)
         self.loader.load_state_dict(client["loader"])
         self.state = TrainState(**client["train_state"])
         self._load_pass_states(client.get("passes", {}))
+
+    @property
+    def layout(self) -> Layout:
+        """This run's parallel layout, as checkpoints record it."""
+        topo = self.topology
+        return Layout(tp=topo.tp_size, dp=topo.dp_size, zero_stage=self.cfg.zero.stage,
+                      world_size=topo.world_size)
 
     def _load_pass_states(self, states: dict) -> None:
         for step_pass in self.passes:

@@ -161,7 +161,7 @@ def _cfg(root: str, run_dir: str, **over) -> RunConfig:
         "eval": {"every": 4, "sequences_per_domain": 4},
         "checkpoint": {"every": 4, "keep": 2},
         "dga": {"every": EVERY, "eta": over.pop("eta", 20.0), "ema_weight": 0.5,
-                "specific": f"test:Domain {TARGET}", "probe_batch": 4,
+                "specific": f"test:Domain {TARGET}", "probe_batch": over.pop("probe", 4),
                 "basis": over.pop("basis", None)},
         "log": {"every": 4, "tensorboard": False},
     }
@@ -191,9 +191,16 @@ def _result(cfg: RunConfig) -> dict:
 def _runs(rank: int, world: int, root: str, out: str) -> dict:
     res = {}
     if world == 1:
-        cfg = _cfg(root, f"{out}/dp1")
-        fit_until_killed(_build(cfg))
-        return {"dp1": _result(cfg)}
+        for name, probe in (("dp1", 4), ("dp1_odd", 3)):
+            cfg = _cfg(root, f"{out}/{name}", probe=probe)
+            fit_until_killed(_build(cfg))
+            res[name] = _result(cfg)
+        return res
+    # 3 probe sequences over 2 ranks: shares of 1 and 2, weighted so the products are still
+    # those of the whole probe.
+    cfg = _cfg(root, f"{out}/dp2_odd", probe=3)
+    fit_until_killed(_build(cfg))
+    res["dp2_odd"] = _result(cfg)
     for name, over in (("dp2", {}), ("tp2", {"tp": 2})):
         cfg = _cfg(root, f"{out}/{name}", **over)
         fit_until_killed(_build(cfg))
@@ -257,9 +264,9 @@ def test_alpha_moves_toward_the_specific_domain(ranks):
 
 
 def test_dp2_and_dp1_give_the_same_trajectory(ranks, single):
-    for name in ("tp2", "dp2"):
+    for name, base in (("tp2", "dp1"), ("dp2", "dp1"), ("dp2_odd", "dp1_odd")):
         for key in ("alpha", "alpha_ema", "specific_loss"):
-            np.testing.assert_allclose(_alphas(ranks[0][name], key), _alphas(single["dp1"], key),
+            np.testing.assert_allclose(_alphas(ranks[0][name], key), _alphas(single[base], key),
                                        rtol=0, atol=1e-4, err_msg=f"{name} {key}")
     assert ranks[0]["dp2"]["dga"] == ranks[1]["dp2"]["dga"]  # every rank holds the same α
 

@@ -1,9 +1,11 @@
 import json
 import os
+import re
 
 import pytest
 
-from draw_megatron.train.checkpoint import MARKER, CheckpointManager, tag_for
+from draw_megatron.train.checkpoint import (MARKER, CheckpointManager, Layout, LayoutMismatch,
+                                            check_reshape, tag_for, universal_info)
 from draw_megatron.train.metrics import MetricsLog, read_metrics
 
 
@@ -93,3 +95,84 @@ def test_tensorboard_tags_per_task_and_metric(tmp_path):
                             ("train/loss", 2.0, 4)]
     log._tb = None
     log.close()
+
+
+# ---------------------------------------------------------------- layout and file checks
+
+DP2 = Layout(tp=1, dp=2, zero_stage=1, world_size=2)
+TP2 = Layout(tp=2, dp=1, zero_stage=1, world_size=2)
+
+
+def _saved(tmp_path, steps=(10, 20), layout=DP2) -> CheckpointManager:
+    mgr = CheckpointManager(str(tmp_path), keep=0, is_writer=True, layout=None)
+    for step in steps:
+        mgr.save(_FakeEngine(), step, {"train_state": {"step": step}})
+        marker = json.loads((tmp_path / tag_for(step) / MARKER).read_text())
+        marker["layout"] = layout.__dict__
+        (tmp_path / tag_for(step) / MARKER).write_text(json.dumps(marker))
+    return mgr
+
+
+def test_the_marker_records_every_file_and_a_changed_file_falls_back(tmp_path, caplog):
+    mgr = _saved(tmp_path)
+    marker = json.loads((tmp_path / tag_for(20) / MARKER).read_text())
+    size, digest = marker["files"]["state.json"]
+    assert size == os.path.getsize(tmp_path / tag_for(20) / "state.json")
+    assert digest.startswith("xxh64:")
+    assert mgr.verify(20) is None and mgr.latest_valid() == 20
+    broken = tmp_path / tag_for(20) / "state.json"
+    broken.write_text(broken.read_text()[:-1] + " ")  # same size, other bytes
+    assert mgr.verify(20) == f"{broken} changed since it was saved (hash mismatch)"
+    with open(broken, "r+b") as fh:
+        fh.truncate(3)
+    assert mgr.verify(20) == f"{broken} has 3 bytes, {size} when it was saved"
+    assert mgr.latest() == 20 and mgr.latest_valid() == 10
+    assert str(broken) in caplog.text
+    (tmp_path / tag_for(10) / "state.json").unlink()
+    assert mgr.latest_valid() is None
+
+
+def test_a_layout_mismatch_names_both_layouts(tmp_path):
+    _saved(tmp_path, steps=(10,))
+    mgr = CheckpointManager(str(tmp_path), 0, False, layout=TP2)
+    with pytest.raises(LayoutMismatch) as err:
+        mgr.load(_FakeEngine(), 10)
+    assert str(err.value) == ("the checkpoint step_00000010 was saved at tp 1 x dp 2 (ZeRO 1); "
+                              "this run is tp 2 x dp 1 (ZeRO 1): set run.resume_layout=reshape")
+    same = CheckpointManager(str(tmp_path), 0, False, layout=DP2)
+    assert same.load(_FakeEngine(), 10)["train_state"]["step"] == 10
+
+
+@pytest.mark.parametrize("saved,now,ok", [
+    ((1, 2, 1), (2, 1, 2), True), ((2, 1, 2), (1, 1, 1), True), ((1, 2, 0), (1, 1, 0), True),
+    ((1, 2, 0), (2, 1, 0), False), ((1, 2, 0), (1, 2, 1), False), ((1, 2, 3), (1, 1, 3), False),
+    ((1, 2, 1), (1, 2, 3), False)])
+def test_which_reshapes_are_allowed(saved, now, ok):
+    saved, now = (Layout(tp, dp, zero, tp * dp) for tp, dp, zero in (saved, now))
+    if ok:
+        check_reshape(saved, now)
+    else:
+        with pytest.raises(LayoutMismatch, match=f"saved at {re.escape(saved.describe())}"):
+            check_reshape(saved, now)
+
+
+def test_universal_info_describes_our_tp_slicing():
+    from draw_megatron.model import GPT
+    from draw_megatron.parallel import ParallelTopology
+    from tests.unit.model.tiny import tiny_config
+
+    model = GPT(tiny_config(mlp="swiglu"), ParallelTopology.single(), device="meta")
+    info = universal_info(model)
+    names = dict(model.named_parameters())
+
+    def matched(patterns):
+        return {n for n in names if any(re.match(p, n) for p in patterns)}
+
+    replicated = matched(info["tp_replicated_parameter_patterns"])
+    rows = matched(info["parameter_with_row_parallelism_patterns"])
+    fused = {n: s for s in info["parameter_with_sub_params"] for n in matched(s["patterns"])}
+    assert replicated == {n for n, p in names.items() if not getattr(p, "tensor_model_parallel",
+                                                                     False)}
+    assert rows and all(names[n].partition_dim == 1 for n in rows)
+    assert {n.rsplit(".", 2)[-2] for n in fused} == {"qkv", "gate_up"}
+    assert all(s["shape"][0] == names[n].partition_stride for n, s in fused.items())
