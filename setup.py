@@ -41,6 +41,8 @@ setup(
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # liger-kernel: the library fused linear cross-entropy that tests/unit/kernels checks
+        # against our float64 reference and tools/bench_loss_kernels.py times beside ours.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "liger-kernel>=0.8.5"],
     },
 )
