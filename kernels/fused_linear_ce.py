@@ -12,7 +12,8 @@ and labels y [N] the logits z = h W_rᵀ are computed tile by tile and never sto
     loss = log S − (z_y − M),  lse = M + log S       (kept for the backward)
 
     backward, given g = ∂L/∂loss per token (any weighting: DRO, mixture α, DGA probes):
-        G = g · (exp(z − lse) − [v = y])  recomputed per tile,  ∂L/∂h = G W_r,  ∂L/∂W_r = Gᵀ h
+        G = g · (exp(z − lse) − [v = y])   recomputed per tile
+        ∂L/∂h = G W_r,   ∂L/∂W_r = Gᵀ h
 
 ∂L/∂h is this shard's part only, as for ``F.linear`` in a column-parallel layer: the caller
 feeds ``hidden`` through ``copy_to_tp_region`` (or the sequence-parallel gather), whose
