@@ -1,4 +1,4 @@
-"""The fused output layer + cross-entropy (Triton under the CPU interpreter, and the chunked
+"""The fused output layer + cross-entropy (Triton on CUDA, else in the CPU interpreter; the chunked
 PyTorch reference) against float64 autograd on full logits: per-token losses, and the
 gradients of hidden and weight under a non-uniform per-token upstream gradient, with
 vocabulary padding. Shapes are deliberately not multiples of the kernels' tiles."""
@@ -8,12 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unit.kernels.reference import (assert_close, assert_losses_close,  # sets the env
-                                          reference_losses)
+from tests.unit.kernels.reference import (DEVICE, assert_close,  # sets the env
+                                          assert_losses_close, reference_losses)
 from draw_megatron.kernels.fused_linear_ce import (fused_linear_cross_entropy,  # noqa: I001
                                                    triton_interpreted, triton_runs)
-
-CPU = torch.device("cpu")
 
 
 def _inputs(n: int, d: int, vocab: int, valid: int, seed: int = 0):
@@ -21,8 +19,8 @@ def _inputs(n: int, d: int, vocab: int, valid: int, seed: int = 0):
     hidden = torch.randn(n, d, generator=g)
     weight = torch.randn(vocab, d, generator=g) * 0.3
     labels = torch.randint(0, valid, (n,), generator=g)
-    upstream = torch.rand(n, generator=g) * 2.0 - 0.5  # non-uniform, some negative (DGA probes)
-    return hidden, weight, labels, upstream
+    upstream = torch.rand(n, generator=g) * 2.0 - 0.5  # non-uniform, some negative
+    return tuple(t.to(DEVICE) for t in (hidden, weight, labels, upstream))
 
 
 def _run(backend: str, hidden, weight, labels, upstream, valid):
@@ -32,10 +30,10 @@ def _run(backend: str, hidden, weight, labels, upstream, valid):
     return loss.detach(), h.grad, w.grad
 
 
-def test_the_interpreter_is_what_runs_on_cpu():
+def test_triton_is_what_runs():
     # Otherwise the "triton" cases below would fail loudly rather than test the reference.
-    assert triton_interpreted() and triton_runs(CPU, torch.float32)
-    assert not triton_runs(CPU, torch.float64)
+    assert triton_runs(DEVICE, torch.float32) and not triton_runs(DEVICE, torch.float64)
+    assert triton_interpreted() == (DEVICE.type == "cpu")
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -67,10 +65,10 @@ def test_leading_dims_and_frozen_forward():
 
 def test_reference_gradcheck_in_float64():
     hidden, weight, labels, _ = _inputs(6, 5, 11, 9, seed=2)
-    h = hidden.double().requires_grad_()
-    w = weight.double().requires_grad_()
+    h = hidden.cpu().double().requires_grad_()
+    w = weight.cpu().double().requires_grad_()
     torch.autograd.gradcheck(
-        lambda a, b: fused_linear_cross_entropy(a, b, labels, valid_vocab=9), (h, w))
+        lambda a, b: fused_linear_cross_entropy(a, b, labels.cpu(), valid_vocab=9), (h, w))
 
 
 def test_bad_inputs_raise():

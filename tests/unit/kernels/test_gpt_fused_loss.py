@@ -1,4 +1,4 @@
-"""The GPT with ``model.loss_kernel=fused`` (Triton under the CPU interpreter) against the
+"""The GPT with ``model.loss_kernel=fused`` (Triton: on CUDA, else in the CPU interpreter) against the
 default ``torch`` loss path, same weights: per-token losses and every parameter's gradient
 under a non-uniform per-token weighting (as the DRO pass and DGA weight losses)."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unit.kernels.reference import assert_close, assert_losses_close  # sets the env
+from tests.unit.kernels.reference import (DEVICE, assert_close,  # sets the env
+                                          assert_losses_close)
 from draw_megatron.config.base import ConfigError  # noqa: I001
 from draw_megatron.kernels.fused_linear_ce import triton_runs
 from draw_megatron.model import GPT
@@ -17,11 +18,11 @@ from tests.unit.model.tiny import batch, one_thread, tiny_config  # noqa: F401
 
 @pytest.mark.parametrize("fields", [dict(), dict(tie_embeddings=False, mlp="swiglu")])
 def test_fused_loss_equals_torch_loss(fields):
-    assert triton_runs(torch.device("cpu"), torch.float32)  # the kernels, not the reference
-    tokens, labels = batch(seed=3)
-    weights = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(4))
+    assert triton_runs(DEVICE, torch.float32)  # the kernels, not the reference
+    tokens, labels = (t.to(DEVICE) for t in batch(seed=3))
+    weights = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(4)).to(DEVICE)
     models = {kind: GPT(tiny_config(loss_kernel=kind, **fields), ParallelTopology.single(),
-                        seed=7) for kind in ("torch", "fused")}
+                        seed=7, device=DEVICE) for kind in ("torch", "fused")}
     losses = {}
     for kind, model in models.items():
         losses[kind] = model(tokens, labels)
