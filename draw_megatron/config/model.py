@@ -130,7 +130,8 @@ class ModelConfig(Config):
     """How the loss is computed from the final hidden states. torch: this rank's logits shard,
     then the vocabulary-parallel cross-entropy. fused: the head and the cross-entropy in one
     (``kernels/fused_linear_ce.py``): logits computed tile by tile, never stored whole; Triton
-    on CUDA, a chunked PyTorch reference elsewhere. Same per-token losses and gradients."""
+    on CUDA, a chunked PyTorch reference elsewhere. The same per-token losses and gradients
+    up to rounding."""
 
     @classmethod
     def prepare(cls, data: dict[str, Any], prefix: str) -> dict[str, Any]:
