@@ -30,6 +30,7 @@ logits [N, chunk] at a time (elsewhere, and for fp64 inputs).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -177,6 +178,7 @@ def _stats_triton(hidden: Tensor, weight: Tensor, local_labels: Tensor,
 
 def _grads_triton(hidden: Tensor, weight: Tensor, local_labels: Tensor, lse: Tensor,
                   upstream: Tensor, num_valid: int) -> tuple[Tensor, Tensor]:
+    """(∂L/∂hidden, ∂L/∂weight) in fp32 from the per-token lse and upstream gradient."""
     n_rows, d = hidden.shape
     block_n, block_v, block_d = _blocks(hidden.device)
     grad_h = torch.zeros(n_rows, d, device=hidden.device, dtype=torch.float32)
@@ -194,20 +196,21 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _chunks(num_valid: int, chunk: int):
-    for start in range(0, num_valid, chunk):
-        yield start, min(start + chunk, num_valid)
+def _chunks(num_valid: int) -> Iterator[tuple[int, int]]:
+    """[start, end) of the reference's vocabulary chunks (``REFERENCE_CHUNK`` read per call)."""
+    for start in range(0, num_valid, REFERENCE_CHUNK):
+        yield start, min(start + REFERENCE_CHUNK, num_valid)
 
 
 def _stats_torch(hidden: Tensor, weight: Tensor, local_labels: Tensor,
-                 num_valid: int, chunk: int = REFERENCE_CHUNK) -> tuple[Tensor, Tensor, Tensor]:
-    """The reference of :func:`_stats_triton`: one split, vocabulary chunks of ``chunk``."""
+                 num_valid: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference of :func:`_stats_triton`: one split, online over vocabulary chunks."""
     compute = torch.promote_types(hidden.dtype, torch.float32)
     h = hidden.to(compute)
     run_max = h.new_full((hidden.shape[0],), float("-inf"))
     run_sum = h.new_zeros(hidden.shape[0])
     label_logit = h.new_zeros(hidden.shape[0])
-    for start, end in _chunks(num_valid, chunk):
+    for start, end in _chunks(num_valid):
         z = h @ weight[start:end].to(compute).T
         new_max = torch.maximum(run_max, z.amax(dim=1))
         run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(
@@ -220,15 +223,14 @@ def _stats_torch(hidden: Tensor, weight: Tensor, local_labels: Tensor,
 
 
 def _grads_torch(hidden: Tensor, weight: Tensor, local_labels: Tensor, lse: Tensor,
-                 upstream: Tensor, num_valid: int,
-                 chunk: int = REFERENCE_CHUNK) -> tuple[Tensor, Tensor]:
+                 upstream: Tensor, num_valid: int) -> tuple[Tensor, Tensor]:
     """The reference of :func:`_grads_triton`: G recomputed per vocabulary chunk."""
     compute = torch.promote_types(hidden.dtype, torch.float32)
     h = hidden.to(compute)
     grad_h = torch.zeros_like(h)
     grad_w = torch.zeros(weight.shape, device=weight.device, dtype=compute)
     rows = torch.arange(h.shape[0], device=h.device)
-    for start, end in _chunks(num_valid, chunk):
+    for start, end in _chunks(num_valid):
         w = weight[start:end].to(compute)
         grad_z = torch.exp(h @ w.T - lse[:, None])
         hit = (local_labels >= start) & (local_labels < end)

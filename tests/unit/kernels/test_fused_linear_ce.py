@@ -10,7 +10,8 @@ import torch
 
 from tests.unit.kernels.reference import (DEVICE, assert_close,  # sets the env
                                           assert_losses_close, reference_losses)
-from draw_megatron.kernels.fused_linear_ce import (fused_linear_cross_entropy,  # noqa: I001
+from draw_megatron.kernels import fused_linear_ce  # noqa: I001
+from draw_megatron.kernels.fused_linear_ce import (fused_linear_cross_entropy,
                                                    triton_interpreted, triton_runs)
 
 
@@ -42,7 +43,9 @@ def test_triton_is_what_runs():
     (16, 32, 96, 96),     # no padding, whole tiles
     (5, 24, 300, 280),    # two forward splits of the vocabulary (Triton: 256 ids each)
 ])
-def test_losses_and_gradients_match_float64(backend, n, d, vocab, valid):
+def test_losses_and_gradients_match_float64(backend, n, d, vocab, valid, monkeypatch):
+    # Several reference chunks too (chunk boundaries inside and beside the padding).
+    monkeypatch.setattr(fused_linear_ce, "REFERENCE_CHUNK", 32)
     hidden, weight, labels, upstream = _inputs(n, d, vocab, valid)
     want_loss, want_h, want_w = reference_losses(hidden, weight, labels, upstream, valid)
     loss, grad_h, grad_w = _run(backend, hidden, weight, labels, upstream, valid)
