@@ -21,10 +21,10 @@ backward sums the parts over the TP group. Ids at or above ``valid_vocab`` (voca
 padding) are excluded as in ``draw_megatron/parallel/cross_entropy.py``: they take no
 probability and get zero gradient. Maths is fp32 (accumulation of every dot product too).
 
-Two implementations of the same maths: Triton kernels (CUDA tensors, or CPU tensors when
-``TRITON_INTERPRET=1`` was set before this module was imported: Triton reads it when the
-kernels are decorated) and a PyTorch reference that materialises one vocabulary chunk of
-logits [N, chunk] at a time (elsewhere, and for fp64 inputs).
+Two implementations of the same maths: Triton kernels (CUDA tensors, or fp32/fp16 CPU
+tensors when ``TRITON_INTERPRET=1`` was set before this module was imported: Triton reads it
+when the kernels are decorated) and a PyTorch reference that materialises one vocabulary
+chunk of logits [N, chunk] at a time (elsewhere, and for fp64 inputs).
 """
 
 from __future__ import annotations
@@ -147,9 +147,13 @@ def triton_interpreted() -> bool:
 
 def triton_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``backend="auto"`` takes the Triton kernels for tensors of this device and dtype."""
-    if triton is None or dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if triton is None:
         return False
-    return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+    if device.type == "cuda":
+        return dtype in (torch.float32, torch.float16, torch.bfloat16)
+    # The interpreter's tl.dot multiplies bfloat16 bit patterns (triton-lang/triton#11584).
+    return device.type == "cpu" and dtype in (torch.float32, torch.float16) and \
+        triton_interpreted()
 
 
 def _blocks(device: torch.device) -> tuple[int, int, int]:
@@ -307,9 +311,9 @@ def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor,
     _check_inputs(hidden, weight, labels, valid_vocab)
     use_triton = triton_runs(hidden.device, hidden.dtype)
     if backend == "triton" and not use_triton:
-        raise RuntimeError("the Triton fused cross-entropy needs triton, CUDA tensors (or "
-                           "TRITON_INTERPRET=1 before import, on CPU) and fp32/fp16/bf16 "
-                           f"inputs; got {hidden.device} {hidden.dtype}")
+        raise RuntimeError("the Triton fused cross-entropy needs triton and CUDA tensors of "
+                           "fp32/fp16/bf16 (or fp32/fp16 CPU tensors with TRITON_INTERPRET=1 "
+                           f"set before import); got {hidden.device} {hidden.dtype}")
     use_triton = use_triton and backend != "torch"
     loss = _FusedLinearCrossEntropy.apply(
         hidden.reshape(-1, hidden.shape[-1]).contiguous(), weight.contiguous(),

@@ -31,10 +31,29 @@ def _run(backend: str, hidden, weight, labels, upstream, valid):
     return loss.detach(), h.grad, w.grad
 
 
+HALF = [torch.float16] + ([torch.bfloat16] if DEVICE.type == "cuda" else [])
+
+
 def test_triton_is_what_runs():
     # Otherwise the "triton" cases below would fail loudly rather than test the reference.
-    assert triton_runs(DEVICE, torch.float32) and not triton_runs(DEVICE, torch.float64)
+    assert all(triton_runs(DEVICE, dtype) for dtype in [torch.float32, *HALF])
+    assert not triton_runs(DEVICE, torch.float64)
     assert triton_interpreted() == (DEVICE.type == "cpu")
+    # The interpreter's bfloat16 products are wrong: there the reference serves.
+    assert triton_runs(DEVICE, torch.bfloat16) == (DEVICE.type == "cuda")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_inputs(dtype):
+    hidden, weight, labels, upstream = _inputs(37, 40, 70, 61, seed=3)
+    hidden, weight = hidden.to(dtype), weight.to(dtype)
+    want_loss, want_h, want_w = reference_losses(hidden, weight, labels, upstream, 61)
+    loss, grad_h, grad_w = _run("triton", hidden, weight, labels, upstream, 61)
+    assert loss.dtype == torch.float32 and grad_h.dtype == grad_w.dtype == dtype
+    # Products accumulate in fp32; the logits' gradient is rounded to the input dtype.
+    assert_losses_close("loss", loss, want_loss, tol=1e-5)
+    assert_close("grad hidden", grad_h, want_h, tol=1e-2)
+    assert_close("grad weight", grad_w, want_w, tol=1e-2)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
