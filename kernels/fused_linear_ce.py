@@ -13,7 +13,8 @@ and labels y [N] the logits z = h W_rᵀ are computed tile by tile and never sto
 
     backward, given g = ∂L/∂loss per token (any weighting: DRO, mixture α, DGA probes):
         G = g · (exp(z − lse) − [v = y])   recomputed per tile
-        ∂L/∂h = G W_r,   ∂L/∂W_r = Gᵀ h
+        ∂L/∂h = G W_r,   ∂L/∂W_r = Gᵀ h    per vocabulary chunk of G (BLAS), or per tile
+                                          on chip with atomic adds
 
 ∂L/∂h is this shard's part only, as for ``F.linear`` in a column-parallel layer: the caller
 feeds ``hidden`` through ``copy_to_tp_region`` (or the sequence-parallel gather), whose
@@ -47,6 +48,10 @@ except ImportError:  # the PyTorch reference serves everywhere
     triton = None
 
 Backend = Literal["auto", "triton", "torch"]
+FusedBackward = Literal["chunked", "atomic"]
+GRAD_CHUNK_ELEMENTS = 2**25
+"""Triton ``chunked`` backward: the logits' gradient is formed for N × chunk ids at a time,
+about this many elements (64 MiB in bf16; 4096 ids at N = 8192)."""
 REFERENCE_CHUNK = 4096
 """Vocabulary ids per chunk of the PyTorch reference ([N, chunk] fp32 logits at a time)."""
 
@@ -103,25 +108,51 @@ if triton is not None:
         tl.store(label_logit_ptr + out, label_logit, mask=row_ok)
 
     @triton.jit
+    def _grad_logits_tile(h_ptr, w_ptr, label_ptr, lse_ptr, grad_ptr, offs_n, offs_v,
+                          n_rows, num_valid, d,
+                          BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                          PRECISION: tl.constexpr):
+        """G = g · (softmax − one-hot) on a tile, in the inputs' dtype; 0 out of range."""
+        row_ok = offs_n < n_rows
+        z = _logits_tile(h_ptr, w_ptr, offs_n, offs_v, n_rows, num_valid, d,
+                         BLOCK_N, BLOCK_V, BLOCK_D, PRECISION)
+        lse = tl.load(lse_ptr + offs_n, mask=row_ok, other=0.0)
+        upstream = tl.load(grad_ptr + offs_n, mask=row_ok, other=0.0)
+        labels = tl.load(label_ptr + offs_n, mask=row_ok, other=-1)
+        inside = row_ok[:, None] & (offs_v[None, :] < num_valid)
+        prob = tl.where(inside, tl.exp(z - lse[:, None]), 0.0)
+        one_hot = tl.where(offs_v[None, :] == labels[:, None], 1.0, 0.0)
+        return ((prob - one_hot) * upstream[:, None]).to(h_ptr.dtype.element_ty)
+
+    @triton.jit
+    def _grad_logits_kernel(h_ptr, w_ptr, label_ptr, lse_ptr, grad_ptr, out_ptr,
+                            n_rows, num_valid, d, v_start, width, out_stride,
+                            BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                            BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+        """G of vocabulary ids [v_start, v_start + width) into out [N, ≥ width] (row stride
+        ``out_stride``)."""
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+        grad_z = _grad_logits_tile(h_ptr, w_ptr, label_ptr, lse_ptr, grad_ptr, offs_n,
+                                   v_start + cols, n_rows, num_valid, d,
+                                   BLOCK_N, BLOCK_V, BLOCK_D, PRECISION)
+        tl.store(out_ptr + offs_n[:, None] * out_stride + cols[None, :], grad_z,
+                 mask=(offs_n[:, None] < n_rows) & (cols[None, :] < width))
+
+    @triton.jit
     def _backward_kernel(h_ptr, w_ptr, label_ptr, lse_ptr, grad_ptr, dh_ptr, dw_ptr,
                          n_rows, num_valid, d,
                          BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
                          PRECISION: tl.constexpr):
-        """Program (token block, vocabulary block): recompute z, form G, add G W and Gᵀ h.
+        """Program (token block, vocabulary block): G on chip, then G W and Gᵀ h added.
 
         Other programs add to the same dh rows and dW rows, hence fp32 atomics."""
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         row_ok = offs_n < n_rows
         col_ok = offs_v < num_valid
-        z = _logits_tile(h_ptr, w_ptr, offs_n, offs_v, n_rows, num_valid, d,
-                         BLOCK_N, BLOCK_V, BLOCK_D, PRECISION)
-        lse = tl.load(lse_ptr + offs_n, mask=row_ok, other=0.0)
-        upstream = tl.load(grad_ptr + offs_n, mask=row_ok, other=0.0)
-        labels = tl.load(label_ptr + offs_n, mask=row_ok, other=-1)
-        prob = tl.where(row_ok[:, None] & col_ok[None, :], tl.exp(z - lse[:, None]), 0.0)
-        one_hot = tl.where(offs_v[None, :] == labels[:, None], 1.0, 0.0)
-        grad_z = ((prob - one_hot) * upstream[:, None]).to(h_ptr.dtype.element_ty)
+        grad_z = _grad_logits_tile(h_ptr, w_ptr, label_ptr, lse_ptr, grad_ptr, offs_n, offs_v,
+                                   n_rows, num_valid, d, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION)
         for d0 in range(0, d, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             d_ok = offs_d[None, :] < d
@@ -181,17 +212,33 @@ def _stats_triton(hidden: Tensor, weight: Tensor, local_labels: Tensor,
 
 
 def _grads_triton(hidden: Tensor, weight: Tensor, local_labels: Tensor, lse: Tensor,
-                  upstream: Tensor, num_valid: int) -> tuple[Tensor, Tensor]:
+                  upstream: Tensor, num_valid: int, backward: FusedBackward,
+                  ) -> tuple[Tensor, Tensor]:
     """(∂L/∂hidden, ∂L/∂weight) in fp32 from the per-token lse and upstream gradient."""
     n_rows, d = hidden.shape
     block_n, block_v, block_d = _blocks(hidden.device)
     grad_h = torch.zeros(n_rows, d, device=hidden.device, dtype=torch.float32)
     grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
-    if num_valid > 0:
+    blocks = dict(BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
+                  PRECISION=_precision(hidden.dtype))
+    if backward == "atomic" and num_valid > 0:
         grid = (triton.cdiv(n_rows, block_n), triton.cdiv(num_valid, block_v))
         _backward_kernel[grid](hidden, weight, local_labels, lse, upstream, grad_h, grad_w,
-                               n_rows, num_valid, d, BLOCK_N=block_n, BLOCK_V=block_v,
-                               BLOCK_D=block_d, PRECISION=_precision(hidden.dtype))
+                               n_rows, num_valid, d, **blocks)
+        return grad_h, grad_w
+    # chunked: G of one vocabulary chunk at a time in memory, its two products in the BLAS.
+    chunk = max(block_v, GRAD_CHUNK_ELEMENTS // max(n_rows, 1) // block_v * block_v)
+    grad_z = torch.empty(n_rows, min(chunk, max(num_valid, 1)), device=hidden.device,
+                         dtype=hidden.dtype)
+    for start in range(0, num_valid, chunk):
+        width = min(chunk, num_valid - start)
+        out = grad_z[:, :width]
+        grid = (triton.cdiv(n_rows, block_n), triton.cdiv(width, block_v))
+        _grad_logits_kernel[grid](hidden, weight, local_labels, lse, upstream, out,
+                                  n_rows, num_valid, d, start, width, grad_z.shape[1],
+                                  **blocks)
+        grad_h += out @ weight[start:start + width]
+        grad_w[start:start + width] = out.T @ hidden
     return grad_h, grad_w
 
 
@@ -268,7 +315,8 @@ def _combine(stats: tuple[Tensor, Tensor, Tensor], in_shard: Tensor,
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, labels: Tensor,
-                group: ProcessGroup | None, valid_vocab: int | None, use_triton: bool) -> Tensor:
+                group: ProcessGroup | None, valid_vocab: int | None,
+                triton_backward: FusedBackward | None) -> Tensor:
         vocab_local = weight.shape[0]
         vocab_start = group_rank(group) * vocab_local
         # Padding is a suffix of the vocabulary, so this rank's valid ids are a prefix.
@@ -277,19 +325,23 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         local_labels = labels - vocab_start
         in_shard = (local_labels >= 0) & (local_labels < num_valid)
         local_labels = local_labels.masked_fill(~in_shard, -1)
-        stats_fn = _stats_triton if use_triton else _stats_torch
+        stats_fn = _stats_torch if triton_backward is None else _stats_triton
         loss, lse = _combine(stats_fn(hidden, weight, local_labels, num_valid), in_shard, group)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             ctx.save_for_backward(hidden, weight, local_labels, lse)
-            ctx.num_valid, ctx.use_triton = num_valid, use_triton
+            ctx.num_valid, ctx.triton_backward = num_valid, triton_backward
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
         hidden, weight, local_labels, lse = ctx.saved_tensors
-        grads_fn = _grads_triton if ctx.use_triton else _grads_torch
-        grad_h, grad_w = grads_fn(hidden, weight, local_labels, lse,
-                                  grad_loss.to(lse.dtype).contiguous(), ctx.num_valid)
+        upstream = grad_loss.to(lse.dtype).contiguous()
+        if ctx.triton_backward is None:
+            grad_h, grad_w = _grads_torch(hidden, weight, local_labels, lse, upstream,
+                                          ctx.num_valid)
+        else:
+            grad_h, grad_w = _grads_triton(hidden, weight, local_labels, lse, upstream,
+                                           ctx.num_valid, ctx.triton_backward)
         return (grad_h.to(hidden.dtype) if ctx.needs_input_grad[0] else None,
                 grad_w.to(weight.dtype) if ctx.needs_input_grad[1] else None,
                 None, None, None, None)
@@ -298,7 +350,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor,
                                tp_group: ProcessGroup | None = None,
                                valid_vocab: int | None = None,
-                               backend: Backend = "auto") -> Tensor:
+                               backend: Backend = "auto",
+                               backward: FusedBackward = "chunked") -> Tensor:
     """Per-token loss −log softmax(hidden · weightᵀ)_label, shape of ``labels``, fp32
     (fp64 for fp64 inputs), without the logits ever stored whole.
 
@@ -306,7 +359,10 @@ def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor,
     vocabulary shard (rank order = id order); ``labels`` [...] global ids < ``valid_vocab``
     (default: the whole padded V). The gradient of ``hidden`` is this shard's part (see the
     module docstring). ``backend``: ``triton`` (error where it cannot run), ``torch`` (the
-    chunked reference) or ``auto`` (Triton where :func:`triton_runs`).
+    chunked reference) or ``auto`` (Triton where :func:`triton_runs`). The Triton backward:
+    ``chunked`` (the logits' gradient for a vocabulary chunk at a time, about
+    ``GRAD_CHUNK_ELEMENTS`` elements, its two products by the BLAS) or ``atomic`` (never in
+    memory: each tile's products added to fp32 buffers atomically; more atomic traffic).
     """
     _check_inputs(hidden, weight, labels, valid_vocab)
     use_triton = triton_runs(hidden.device, hidden.dtype)
@@ -314,10 +370,12 @@ def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor,
         raise RuntimeError("the Triton fused cross-entropy needs triton and CUDA tensors of "
                            "fp32/fp16/bf16 (or fp32/fp16 CPU tensors with TRITON_INTERPRET=1 "
                            f"set before import); got {hidden.device} {hidden.dtype}")
-    use_triton = use_triton and backend != "torch"
+    if backward not in ("chunked", "atomic"):
+        raise ValueError(f"backward must be 'chunked' or 'atomic', got {backward!r}")
+    triton_backward = backward if use_triton and backend != "torch" else None
     loss = _FusedLinearCrossEntropy.apply(
         hidden.reshape(-1, hidden.shape[-1]).contiguous(), weight.contiguous(),
-        labels.reshape(-1), tp_group, valid_vocab, use_triton)
+        labels.reshape(-1), tp_group, valid_vocab, triton_backward)
     return loss.reshape(labels.shape)
 
 

@@ -6,7 +6,8 @@ DRO pass and DGA weight the losses):
 
 - torch: logits = F.linear(h, W), then the vocabulary-parallel cross-entropy (the model's
   default ``loss_kernel=torch``; full logits and an fp32 softmax kept for the backward);
-- fused, Triton: ``draw_megatron.kernels.fused_linear_ce`` (``loss_kernel=fused``);
+- fused, Triton: ``draw_megatron.kernels.fused_linear_ce`` (``loss_kernel=fused``), its
+  chunked backward (the default) and its atomic one;
 - fused, PyTorch reference: the same maths in vocabulary chunks of logits;
 - liger: Liger-Kernel's LigerFusedLinearCrossEntropyLoss(reduction="none"), if importable;
 - cut-cross-entropy: its ``linear_cross_entropy(reduction="none")``, on CUDA if importable.
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if triton_runs(device, dtype):
         rows["fused, Triton"] = lambda h, w, y: fused_linear_cross_entropy(
             h, w, y, backend="triton")
+        rows["fused, Triton atomic bwd"] = lambda h, w, y: fused_linear_cross_entropy(
+            h, w, y, backend="triton", backward="atomic")
     rows["fused, PyTorch reference"] = lambda h, w, y: fused_linear_cross_entropy(
         h, w, y, backend="torch")
     rows.update(library_rows(cuda, dtype == torch.bfloat16))

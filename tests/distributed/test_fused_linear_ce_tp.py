@@ -21,10 +21,10 @@ N, D, V = 29, 24, 96  # 48 ids per rank
 SINGLE = ParallelTopology.single()  # built at import, before the process group exists
 
 
-def _kernel_parity(group, valid: int) -> None:
+def _kernel_parity(group, valid: int, backward: str) -> None:
     from draw_megatron.kernels.fused_linear_ce import fused_linear_cross_entropy
 
-    tag = f"valid_vocab={valid}"
+    tag = f"valid_vocab={valid} backward={backward}"
     g = torch.Generator().manual_seed(valid)  # the same inputs on both ranks
     hidden = torch.randn(N, D, generator=g)
     weight = torch.randn(V, D, generator=g) * 0.3
@@ -36,7 +36,8 @@ def _kernel_parity(group, valid: int) -> None:
     def run(w_full: torch.Tensor, tp_group):
         h = hidden.clone().requires_grad_()
         w = (shard_of(w_full, 0, tp_group) if tp_group else w_full).clone().requires_grad_()
-        loss = fused_linear_cross_entropy(h, w, labels, tp_group, valid, backend="triton")
+        loss = fused_linear_cross_entropy(h, w, labels, tp_group, valid, backend="triton",
+                                          backward=backward)
         (loss * upstream).sum().backward()
         return loss.detach(), h.grad, w.grad
 
@@ -84,8 +85,9 @@ def _rank_checks(rank: int, world_size: int) -> str:
     from draw_megatron.kernels.fused_linear_ce import triton_interpreted
     assert triton_interpreted()
     topo = ParallelTopology.from_dist(tp=world_size)
-    for valid in (V, 70, 40):  # no padding; padding in rank 1's shard; rank 1 padding only
-        _kernel_parity(topo.tp_group, valid)
+    # No padding; padding in rank 1's shard; rank 1 holding padding only.
+    for valid, backward in [(V, "chunked"), (70, "chunked"), (70, "atomic"), (40, "chunked")]:
+        _kernel_parity(topo.tp_group, valid, backward)
     _model_parity(topo, dict(), False)
     _model_parity(topo, dict(tie_embeddings=False, mlp="swiglu"), True)
     return "ok"

@@ -25,8 +25,11 @@ def _inputs(n: int, d: int, vocab: int, valid: int, seed: int = 0):
 
 
 def _run(backend: str, hidden, weight, labels, upstream, valid):
+    """``backend``: torch, or triton-<backward> (chunked, atomic)."""
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-    loss = fused_linear_cross_entropy(h, w, labels, None, valid, backend=backend)
+    backend, _, backward = backend.partition("-")
+    loss = fused_linear_cross_entropy(h, w, labels, None, valid, backend=backend,
+                                      backward=backward or "chunked")
     (loss * upstream).sum().backward()
     return loss.detach(), h.grad, w.grad
 
@@ -48,7 +51,7 @@ def test_half_precision_inputs(dtype):
     hidden, weight, labels, upstream = _inputs(37, 40, 70, 61, seed=3)
     hidden, weight = hidden.to(dtype), weight.to(dtype)
     want_loss, want_h, want_w = reference_losses(hidden, weight, labels, upstream, 61)
-    loss, grad_h, grad_w = _run("triton", hidden, weight, labels, upstream, 61)
+    loss, grad_h, grad_w = _run("triton-chunked", hidden, weight, labels, upstream, 61)
     assert loss.dtype == torch.float32 and grad_h.dtype == grad_w.dtype == dtype
     # Products accumulate in fp32; the logits' gradient is rounded to the input dtype.
     assert_losses_close("loss", loss, want_loss, tol=1e-5)
@@ -56,15 +59,17 @@ def test_half_precision_inputs(dtype):
     assert_close("grad weight", grad_w, want_w, tol=1e-2)
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton-chunked", "triton-atomic", "torch"])
 @pytest.mark.parametrize("n, d, vocab, valid", [
     (37, 40, 70, 61),     # padding inside the last tile
     (16, 32, 96, 96),     # no padding, whole tiles
     (5, 24, 300, 280),    # two forward splits of the vocabulary (Triton: 256 ids each)
 ])
 def test_losses_and_gradients_match_float64(backend, n, d, vocab, valid, monkeypatch):
-    # Several reference chunks too (chunk boundaries inside and beside the padding).
+    # Several chunks of the reference and of the chunked backward (32 and 16 · 2 ids wide),
+    # with chunk boundaries inside and beside the padding.
     monkeypatch.setattr(fused_linear_ce, "REFERENCE_CHUNK", 32)
+    monkeypatch.setattr(fused_linear_ce, "GRAD_CHUNK_ELEMENTS", 32 * n)
     hidden, weight, labels, upstream = _inputs(n, d, vocab, valid)
     want_loss, want_h, want_w = reference_losses(hidden, weight, labels, upstream, valid)
     loss, grad_h, grad_w = _run(backend, hidden, weight, labels, upstream, valid)
@@ -99,5 +104,7 @@ def test_bad_inputs_raise():
         fused_linear_cross_entropy(hidden, weight, labels[:3])
     with pytest.raises(ValueError, match="weight"):
         fused_linear_cross_entropy(hidden, weight[:, :4], labels)
+    with pytest.raises(ValueError, match="backward"):
+        fused_linear_cross_entropy(hidden, weight, labels, backward="tiles")
     with pytest.raises(RuntimeError, match="Triton"):
         fused_linear_cross_entropy(hidden.double(), weight.double(), labels, backend="triton")

@@ -13,7 +13,8 @@ def test_smoke(capsys):
     out = capsys.readouterr().out
     assert "N=32, d=32], W [V=128, d], float32" in out and ("interpreter" in out) == cpu
     rows = {line[:26].strip(): line[26:].split() for line in out.splitlines()[2 + cpu:]}
-    assert {"torch", "fused, Triton", "fused, PyTorch reference", "liger"} <= set(rows)
+    assert {"torch", "fused, Triton", "fused, Triton atomic bwd", "fused, PyTorch reference",
+            "liger"} <= set(rows)
     assert rows["torch"][1] == "1.00"  # the baseline of the ratios
     for name, (ms, _, peak, diff) in rows.items():
         assert float(ms) > 0 and (peak == "n/a") == cpu and float(diff) < TOL, name
