@@ -129,8 +129,8 @@ class ModelConfig(Config):
     loss_kernel: Literal["torch", "fused"] = "torch"
     """How the loss is computed from the final hidden states. torch: this rank's logits shard,
     then the vocabulary-parallel cross-entropy. fused: the head and the cross-entropy in one
-    (``kernels/fused_linear_ce.py``): logits computed tile by tile, never stored whole; Triton
-    on CUDA, a chunked PyTorch reference elsewhere. The same per-token losses and gradients
+    (``kernels/fused_linear_ce.py``): logits in tiles or vocabulary chunks, never stored
+    whole; Triton on CUDA, a chunked PyTorch reference elsewhere. The same per-token losses and gradients
     up to rounding."""
 
     @classmethod
