@@ -45,7 +45,9 @@ setup(
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],
-        # moto's S3 server on 127.0.0.1 for the object-storage tests
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "moto[server]>=5.1"],
+        # moto's S3 server on 127.0.0.1 for the object-storage tests; liger-kernel: the library
+        # fused linear cross-entropy that tests/unit/kernels checks against our float64
+        # reference and tools/bench_loss_kernels.py times beside ours.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "moto[server]>=5.1", "liger-kernel>=0.8.5"],
     },
 )

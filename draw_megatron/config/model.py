@@ -126,6 +126,13 @@ class ModelConfig(Config):
     init_std: float = 0.02
     """Standard deviation of the normal initialisation of weights."""
 
+    loss_kernel: Literal["torch", "fused"] = "torch"
+    """How the loss is computed from the final hidden states. torch: this rank's logits shard,
+    then the vocabulary-parallel cross-entropy. fused: the head and the cross-entropy in one
+    (``kernels/fused_linear_ce.py``): logits in tiles or vocabulary chunks, never stored
+    whole; Triton on CUDA, a chunked PyTorch reference elsewhere. The same per-token losses and gradients
+    up to rounding."""
+
     @classmethod
     def prepare(cls, data: dict[str, Any], prefix: str) -> dict[str, Any]:
         """Expand ``preset`` under the explicit fields (preset < YAML < override)."""

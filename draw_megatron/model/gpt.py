@@ -4,6 +4,8 @@
                   → L × block:  x + drop(attention(norm(x)))  then  x + drop(mlp(norm(x)))
                   → final norm → vocab-parallel logits [B, T, V/n]
                   → (labels given) vocab-parallel cross-entropy → per-token loss [B, T], fp32
+                    (``loss_kernel="fused"``: head and cross-entropy in one, from the final
+                    norm's output, the logits never stored whole)
 
 Attention is causal over the sequence, or (``attention_mask="document"``) within the
 documents that ``eos_id`` tokens end; the mask and the rotary tables (per-token positions
@@ -184,7 +186,10 @@ class GPT(nn.Module):
                 x_BTD = checkpoint(block, x_BTD, cos, sin, mask, use_reentrant=False)
             else:
                 x_BTD = block(x_BTD, cos, sin, mask)
-        logits_BTV = self._logits(self.final_norm(x_BTD))
+        x_BTD = self.final_norm(x_BTD)
+        if labels_BT is not None and self.cfg.loss_kernel == "fused":
+            return self._fused_loss(x_BTD, labels_BT.long())
+        logits_BTV = self._logits(x_BTD)
         if labels_BT is None:
             return logits_BTV
         return vocab_parallel_cross_entropy(logits_BTV, labels_BT.long(), self.tp_group,
@@ -210,18 +215,32 @@ class GPT(nn.Module):
         ZeRO-3 documents that such parameters be registered
         (``deepspeed.zero.register_external_parameter``, before ``deepspeed.initialize``);
         0.19.8 on CPU trained a tied model identically without it, but that is not promised.
+        The fused loss reads the untied head's weight here too, outside the head's forward.
         """
-        return [(self, self.embedding.weight)] if self.head is None else []
+        if self.head is None:
+            return [(self, self.embedding.weight)]
+        return [(self, self.head.weight)] if self.cfg.loss_kernel == "fused" else []
 
     def _logits(self, x_BTD: Tensor) -> Tensor:
         if self.head is not None:
             return self.head(x_BTD)
         # Tied: the head is the embedding's vocabulary shard, fed the full sequence.
+        return F.linear(self._head_input(x_BTD), self.embedding.weight)
+
+    def _head_input(self, x_BTD: Tensor) -> Tensor:
+        """The full sequence on every TP rank, as a column-parallel layer takes its input; the
+        backward sums the ranks' parts of its gradient."""
         if self.sequence_parallel:
-            x_BTD = gather_from_sequence_region(x_BTD, self.tp_group)
-        else:
-            x_BTD = copy_to_tp_region(x_BTD, self.tp_group)
-        return F.linear(x_BTD, self.embedding.weight)
+            return gather_from_sequence_region(x_BTD, self.tp_group)
+        return copy_to_tp_region(x_BTD, self.tp_group)
+
+    def _fused_loss(self, x_BTD: Tensor, labels_BT: Tensor) -> Tensor:
+        """Per-token loss of the head and the cross-entropy fused (``model.loss_kernel=fused``)."""
+        # Imported here: Triton decides between GPU and CPU-interpreter kernels at import.
+        from draw_megatron.kernels.fused_linear_ce import fused_linear_cross_entropy
+        weight = self.embedding.weight if self.head is None else self.head.weight
+        return fused_linear_cross_entropy(self._head_input(x_BTD), weight, labels_BT,
+                                          self.tp_group, valid_vocab=self.cfg.vocab_size)
 
     def _check_batch(self, tokens_BT: Tensor, labels_BT: Tensor | None) -> None:
         if tokens_BT.dim() != 2 or tokens_BT.dtype.is_floating_point:
