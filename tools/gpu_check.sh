@@ -83,7 +83,7 @@ make_synthetic_root('$work/data', [400] * 4, seq_len=$seq, vocab_size=32000,
     if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then smoke=--smoke; else smoke=; fi
     step 150 "attention kernels" python3 tools/bench_attention.py $smoke
     step 90 "loss kernels" python3 tools/bench_loss_kernels.py $smoke
-    pn=$(( steps / 2 ))
+    pn=$(( steps > 10 ? steps / 2 : steps ))
     train "$big" "$big_mb" "$pn"
     train "$big" "$big_mb" "$pn" _document model.attention_mask=document
     train "$big" "$big_mb" "$pn" _fused model.loss_kernel=fused
