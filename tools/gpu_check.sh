@@ -25,10 +25,10 @@ rm -rf "$work" && mkdir -p "$work"
 if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then   # CPU: checks the script itself, not the figures
   export DS_ACCELERATOR=cpu OMP_NUM_THREADS=1
   small=tiny-64; small_mb=4; big=tiny-128; big_mb=2; steps=8; plain_steps=3; seq=256
-  t_r=4; big_t_r=4
+  t_r=4; big_t_r=4; od_m=4
 else
   small=150M; small_mb=16; big=1B; big_mb=8; steps=40; plain_steps=20; seq=1024
-  t_r=100; big_t_r=50
+  t_r=100; big_t_r=50; od_m=10
 fi
 if [ -d .whl ] && ! python3 -c "import deepspeed, streaming" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -94,7 +94,7 @@ make_synthetic_root('$work/data', [400] * 4, seq_len=$seq, vocab_size=32000,
       --steps "$plain_steps"
     step 150 "online DRAW vs DRAW, $small" \
       python3 -m torch.distributed.run --standalone --nproc_per_node 1 tools/bench_online_draw.py \
-        --config configs/experiments/gpu_bench.yaml --rounds 3 --steps-per-round 10 \
+        --config configs/experiments/gpu_bench.yaml --rounds 3 --steps-per-round "$od_m" \
         "data.root=$work/data" "model.preset=$small" "model.seq_len=$seq" \
         "train.micro_batch=$small_mb" "train.global_batch=$small_mb"
   elif [ "$what" = dga ]; then
