@@ -745,6 +745,10 @@ def sbatch(env: dict[str, str], cmd: list[str]) -> str:
     return res.stdout.strip().split(";")[0]
 
 
+def scancel(job: str) -> None:
+    subprocess.run(["scancel", job], check=False)
+
+
 def print_slurm_plan(args, stages, deps, done, argv) -> None:
     """--plan --slurm: the submission as a shell script (job ids in variables)."""
     var = {s.name: f"jid_{s.name}" for s in stages}
@@ -794,7 +798,7 @@ def submit_slurm(args: argparse.Namespace, stages: list[Stage], argv: list[str])
             print(f"[slurm] {name}: job {old}, still queued from the last submission")
             continue
         if old in live:  # it waits for a stage submitted anew: its inputs will change
-            subprocess.run(["scancel", old], check=False)
+            scancel(old)
         env, cmd = sbatch_command(args, stage, [jobs[d] for d in deps[name]
                                                 if d not in done], argv)
         jobs[name] = sbatch(env, cmd)
