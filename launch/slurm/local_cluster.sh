@@ -12,7 +12,7 @@
 #       launch/slurm/pretrain.sbatch configs/experiments/smoke_cpu.yaml train.steps=6
 #   squeue; scontrol show job <id>; tail -f runs/slurm-<id>.out
 #
-# Environment: CPUS (default: nproc), REAL_MEMORY_MB (default: 90% of MemTotal),
+# Environment: CPUS (default: the online CPUs), REAL_MEMORY_MB (default: 90% of MemTotal),
 # PARTITION (default: debug). Two settings are shorter than Slurm's defaults so that a
 # requeued job comes back quickly in tests: CRED_EXPIRE (AuthInfo=cred_expire: a requeued
 # job may start again only that many seconds later; default 10, Slurm's 120) and
@@ -28,7 +28,7 @@ set -euo pipefail
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
 HOST=$(hostname -s)
-CPUS=${CPUS:-$(nproc)}
+CPUS=${CPUS:-$(getconf _NPROCESSORS_ONLN)}  # not nproc: it honours OMP_NUM_THREADS
 REAL_MEMORY_MB=${REAL_MEMORY_MB:-$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))}
 PARTITION=${PARTITION:-debug}
 CRED_EXPIRE=${CRED_EXPIRE:-10}
