@@ -40,7 +40,12 @@ train_records() {
   echo "${n:-0}"
 }
 job_state() { squeue -h -j "$job" -o %T 2>/dev/null || true; }
-await() {  # await DESCRIPTION COMMAND...: poll until COMMAND succeeds
+ended() {  # the job left the queue: say how it ended and stop
+  echo "job $job ended while waiting for: $1 ($(scontrol show job "$job" |
+    grep -oE 'JobState=[A-Z_]+'); log $log)" >&2
+  exit 1
+}
+await() {  # await DESCRIPTION COMMAND...: poll until COMMAND succeeds (the job alive)
   local what=$1 start
   shift
   start=$(now)
@@ -49,6 +54,7 @@ await() {  # await DESCRIPTION COMMAND...: poll until COMMAND succeeds
       echo "timed out after ${TIMEOUT}s waiting for: $what (job $job; log $log)" >&2
       exit 1
     fi
+    [[ -n $(job_state) ]] || ended "$what"
     sleep 0.2
   done
 }
@@ -78,7 +84,7 @@ await "a train record after the preempted one" eval \
   "awk '/\"kind\": \"preempted\"/ { p = 1; next } p && /\"kind\": \"train\"/ { f = 1 } END { exit !f }' '$METRICS'"
 training=$(since "$signalled")
 echo "$training s  training again (signal -> first step of the resumed run)"
-await "the job's end" eval '[[ -z $(job_state) ]]'
+while [[ -n $(job_state) ]]; do sleep 0.5; done
 state=$(scontrol show job "$job" | grep -oE 'JobState=[A-Z_]+|Restarts=[0-9]+' | paste -sd ' ')
 echo "job $job ended: $state"
 echo "requeue_seconds_to_running=${running// /} requeue_seconds_to_training=${training// /}"
