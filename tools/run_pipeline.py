@@ -48,6 +48,17 @@ preset is known, an estimated time (see plan_estimate).
 --proxy-seed N sets run.seed of the DRO proxy stages only (proxy_dro, doremi_proxy): their
 α_0 draw, model init and data order; every other run keeps the base seed.
 On a machine without a CUDA GPU the deepspeed launcher runs with DS_ACCELERATOR=cpu.
+
+--slurm submits every unfinished stage as a batch job instead, with
+--dependency=afterok edges wherever a stage reads another's outputs, and returns at once
+(the job ids and a squeue command are printed). Training stages go through
+launch/slurm/pretrain.sbatch (srun, one task per GPU: --nodes × --nproc tasks, the stage's
+launcher as LAUNCHER, the same overrides; preempted jobs requeue themselves and resume),
+posterior, compare and plots run as one-task jobs of this script with --stage NAME. Stage
+logs go to OUT/logs/<stage>.slurm-<jobid>.out and the job ids to OUT/slurm_jobs.json; a
+rerun submits only the unfinished stages, keeps those still queued from the last
+submission (when what they wait for is kept too) and leaves out edges to finished stages.
+--plan --slurm prints the sbatch commands as a shell script and submits nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-startup-s", type=float, default=DEFAULT_STARTUP_S, metavar="S",
                    help=f"--plan: seconds of start-up per training stage (default "
                         f"{DEFAULT_STARTUP_S:g}, the CPU machine's)")
+    slurm = p.add_argument_group("SLURM (--slurm: submit the stages as batch jobs)")
+    slurm.add_argument("--slurm", action="store_true",
+                       help="submit every unfinished stage with sbatch (afterok dependencies) "
+                            "and return; with --plan print the sbatch commands only")
+    slurm.add_argument("--sbatch-args", default="", metavar="'OPTIONS'",
+                       help="extra sbatch options of every job, e.g. '--partition gpu "
+                            "--account X --time 12:00:00' (last, so they win)")
+    slurm.add_argument("--nodes", type=int, default=1,
+                       help="nodes per training job (default 1); --nproc tasks on each")
+    slurm.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
+                       help="GPUs per node of a training job (default: --nproc; 0: CPU "
+                            "ranks on gloo)")
+    slurm.add_argument("--stage", metavar="NAME", help=argparse.SUPPRESS)  # a tool job's body
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides for every training run")
     return p
@@ -201,7 +225,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.tokens_per_s = parse_rates(args.plan_tokens_per_s)
     if not args.dga_eta > 0:
         raise PipelineError("--dga-eta must be > 0")
-    for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every", "online_every"):
+    if args.gpus_per_node is None:
+        args.gpus_per_node = args.nproc
+    if args.gpus_per_node < 0:
+        raise PipelineError("--gpus-per-node must be >= 0")
+    try:
+        args.sbatch_extra = shlex.split(args.sbatch_args)
+    except ValueError as exc:
+        raise PipelineError(f"--sbatch-args {args.sbatch_args!r}: {exc}") from None
+    for flag in ("steps", "proxy_steps", "nproc", "redraw_every", "dga_every", "online_every",
+                 "nodes"):
         if getattr(args, flag) < 1:
             raise PipelineError(f"--{flag.replace('_', '-')} must be >= 1")
     if not os.path.isfile(os.path.join(args.data, "manifest.json")):
@@ -622,10 +655,189 @@ def execute(args: argparse.Namespace, stages: list[Stage]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- SLURM
+
+SBATCH_SCRIPT = os.path.join(REPO, "launch", "slurm", "pretrain.sbatch")
+SLURM_JOBS = "slurm_jobs.json"
+# squeue states of a job that has not ended (its outcome is still to come)
+LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+               "REQUEUE_FED", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"}
+# this tool's flags that only steer the submission: a tool job's command leaves them out
+SUBMIT_FLAGS = {"--slurm": 0, "--plan": 0, "--stage": 1, "--sbatch-args": 1}
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def stage_dependencies(stages: list[Stage]) -> dict[str, list[str]]:
+    """Stage → the earlier stages it reads from: one whose run folder (training) or output
+    file (tools) is named in its command, the values of key=value included."""
+    deps: dict[str, list[str]] = {}
+    for i, stage in enumerate(stages):
+        cmds = plot_commands(stage) if stage.name == "plots" else [stage.cmd]
+        paths = [t.partition("=")[2] or t for c in cmds for t in c]
+        paths += stage.inputs + [stage.inputs_alpha_star or ""]
+        deps[stage.name] = [
+            other.name for other in stages[:i]
+            if any(_within(p, made) for p in paths
+                   for made in ([other.run_dir] if other.run_dir else other.outputs))]
+    return deps
+
+
+def tool_job_argv(argv: list[str]) -> list[str]:
+    """This invocation's arguments without the submission's own flags."""
+    kept, skip = [], 0
+    for token in argv:
+        name = token.partition("=")[0]
+        if skip:
+            skip -= 1
+        elif name in SUBMIT_FLAGS:
+            skip = SUBMIT_FLAGS[name] if "=" not in token else 0
+        else:
+            kept.append(token)
+    return kept
+
+
+def sbatch_command(args: argparse.Namespace, stage: Stage, after: list[str],
+                   argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The environment additions and the sbatch command submitting ``stage`` after the
+    jobs ``after`` (ids, or shell variables in --plan's script)."""
+    logs = os.path.join(os.path.abspath(args.out), "logs")
+    cmd = ["sbatch", "--parsable", f"--job-name=draw-{stage.name}",
+           f"--output={os.path.join(logs, stage.name)}.slurm-%j.out",
+           "--kill-on-invalid-dep=yes"]  # a failed stage cancels what waits for it
+    if after:
+        cmd.append("--dependency=afterok:" + ":".join(after))
+    if stage.kind != "train":
+        body = [sys.executable, os.path.abspath(__file__), *tool_job_argv(argv),
+                "--stage", stage.name]
+        return {}, [*cmd, "--nodes=1", "--ntasks=1", f"--chdir={os.getcwd()}",
+                    *args.sbatch_extra, "--wrap", shlex.join(body)]
+    i = stage.cmd.index("--config")  # [launcher prefix..., script, --config, CONFIG, k=v...]
+    env = {"LAUNCHER": os.path.relpath(stage.cmd[i - 1], REPO), "PYTHON": sys.executable,
+           "REPO_DIR": REPO, "GPUS_PER_NODE": str(args.gpus_per_node)}
+    cmd += [f"--nodes={args.nodes}", f"--ntasks-per-node={args.nproc}",
+            f"--gpus-per-node={args.gpus_per_node}"]
+    if args.gpus_per_node == 0:
+        cmd.append("--cpus-per-task=1")
+    return env, [*cmd, f"--chdir={REPO}", *args.sbatch_extra, SBATCH_SCRIPT, *stage.cmd[i + 1:]]
+
+
+def live_jobs(ids: list[str]) -> set[str]:
+    """Those of ``ids`` that squeue still lists as pending, running or about to end."""
+    if not ids:
+        return set()
+    res = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)],
+                         capture_output=True, text=True)
+    rows = (line.split() for line in res.stdout.splitlines())
+    return {row[0] for row in rows if len(row) == 2 and row[1] in LIVE_STATES}
+
+
+def sbatch(env: dict[str, str], cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PipelineError("sbatch not found: --slurm runs on a SLURM login node") from None
+    if res.returncode != 0:
+        raise PipelineError(f"sbatch failed ({res.stderr.strip() or res.returncode}): "
+                            f"{shlex.join(cmd)}")
+    return res.stdout.strip().split(";")[0]
+
+
+def scancel(job: str) -> None:
+    subprocess.run(["scancel", job], check=False)
+
+
+def print_slurm_plan(args, stages, deps, done, argv) -> None:
+    """--plan --slurm: the submission as a shell script (job ids in variables)."""
+    var = {s.name: f"jid_{s.name}" for s in stages}
+    print("#!/bin/bash\nset -euo pipefail")
+    for stage in stages:
+        if stage.name in done:
+            print(f"# {stage.name}: done")
+            continue
+        after = [f"${var[d]}" for d in deps[stage.name] if d not in done]
+        env, cmd = sbatch_command(args, stage, after, argv)
+        words = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+        # the dependency in double quotes: its $jid_… variables expand
+        words += [f'"{w}"' if w.startswith("--dependency=") else shlex.quote(w) for w in cmd]
+        print(f"{var[stage.name]}=$({' '.join(words)})")
+    todo = [f"${var[s.name]}" for s in stages if s.name not in done]
+    print('echo "squeue -j ' + ",".join(todo) + '"' if todo else "# nothing to submit")
+
+
+def submit_slurm(args: argparse.Namespace, stages: list[Stage], argv: list[str]) -> int:
+    out = os.path.abspath(args.out)
+    deps = stage_dependencies(stages)
+    done = {s.name for s in stages if is_done(s)}
+    if args.plan:
+        print_slurm_plan(args, stages, deps, done, argv)
+        return 0
+    from draw_megatron.utils.fs import atomic_write_json
+
+    for sub in ("logs", "mixtures"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    registry = os.path.join(out, SLURM_JOBS)
+    try:
+        with open(registry, encoding="utf-8") as fh:
+            previous = {k: str(v) for k, v in json.load(fh).items()}
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    live = live_jobs(sorted(set(previous.values())))
+    jobs: dict[str, str] = {}
+    kept: set[str] = set()
+    for stage in stages:
+        name, old = stage.name, previous.get(stage.name)
+        if name in done:
+            print(f"[slurm] {name}: done, skipped", flush=True)
+            continue
+        if old in live and all(d in done or d in kept for d in deps[name]):
+            jobs[name] = old
+            kept.add(name)
+            print(f"[slurm] {name}: job {old}, still queued from the last submission")
+            continue
+        if old in live:  # it waits for a stage submitted anew: its inputs will change
+            scancel(old)
+        env, cmd = sbatch_command(args, stage, [jobs[d] for d in deps[name]
+                                                if d not in done], argv)
+        jobs[name] = sbatch(env, cmd)
+        after = ", ".join(d for d in deps[name] if d not in done)
+        print(f"[slurm] {name}: job {jobs[name]}" + (f" (after {after})" if after else ""),
+              flush=True)
+        atomic_write_json(registry, {**previous, **jobs})
+    if not jobs:
+        print("[slurm] every stage is done")
+        return 0
+    print(f"[slurm] logs: {os.path.join(out, 'logs')}/<stage>.slurm-<job>.out; status:\n"
+          f"squeue -j {','.join(jobs.values())}")
+    return 0
+
+
+def run_one_stage(args: argparse.Namespace, stages: list[Stage], name: str) -> int:
+    """A tool stage inside its batch job: the command and log of a local run."""
+    tools = [s for s in stages if s.kind == "tool"]
+    stage = next((s for s in tools if s.name == name), None)
+    if stage is None:
+        raise PipelineError(f"--stage {name}: not one of {', '.join(s.name for s in tools)}")
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.join(out, "mixtures"), exist_ok=True)
+    log_path = os.path.join(out, "logs", f"{name}.log")
+    print(f"[pipeline] {name}: running (log {log_path})", flush=True)
+    run_stage(stage, log_path, out)
+    print(f"[pipeline] {name}: done", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
         stages = plan(args)
+        if args.stage:
+            return run_one_stage(args, stages, args.stage)
+        if args.slurm:
+            return submit_slurm(args, stages, argv)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,8 +12,12 @@
 #       launch/slurm/pretrain.sbatch configs/experiments/smoke_cpu.yaml train.steps=6
 #   squeue; scontrol show job <id>; tail -f runs/slurm-<id>.out
 #
-# Environment: CPUS (default: nproc), REAL_MEMORY_MB (default: 90% of MemTotal),
-# PARTITION (default: debug).
+# Environment: CPUS (default: the online CPUs), REAL_MEMORY_MB (default: 90% of MemTotal),
+# PARTITION (default: debug). Two settings are shorter than Slurm's defaults so that a
+# requeued job comes back quickly in tests: CRED_EXPIRE (AuthInfo=cred_expire: a requeued
+# job may start again only that many seconds later; default 10, Slurm's 120) and
+# SCHED_INTERVAL (the period of the main and the backfill scheduler, which start such a
+# job once it may; default 5, Slurm's 60 and 30).
 #
 # Deliberately ProctrackType=proctrack/linuxproc and TaskPlugin=task/none:
 # proctrack/cgroup without a working cgroup setup makes batch scripts silently not run
@@ -24,9 +28,11 @@ set -euo pipefail
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
 HOST=$(hostname -s)
-CPUS=${CPUS:-$(nproc)}
+CPUS=${CPUS:-$(getconf _NPROCESSORS_ONLN)}  # not nproc: it honours OMP_NUM_THREADS
 REAL_MEMORY_MB=${REAL_MEMORY_MB:-$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))}
 PARTITION=${PARTITION:-debug}
+CRED_EXPIRE=${CRED_EXPIRE:-10}
+SCHED_INTERVAL=${SCHED_INTERVAL:-5}
 LOG_DIR=/var/log/slurm
 MUNGE_PID=/run/munge/munged.pid
 CTLD_PID=/run/slurmctld.pid
@@ -74,6 +80,7 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=$CRED_EXPIRE
 CryptoType=crypto/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -82,6 +89,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=$SCHED_INTERVAL,bf_interval=$SCHED_INTERVAL
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

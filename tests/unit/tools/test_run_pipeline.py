@@ -4,6 +4,8 @@ is launched (run_stage is replaced where execute() is exercised)."""
 import importlib.util
 import json
 import os
+import shlex
+import subprocess
 import sys
 
 import pytest
@@ -285,3 +287,121 @@ def test_each_deepspeed_stage_gets_a_free_rendezvous_port(tool, data, tmp_path):
     assert len(port) == 1 and 0 < int(port[0].split("=")[1]) < 65536
     assert cmd.index(port[0]) < cmd.index("--num_gpus")
     assert tool.with_free_port(["python", "x.py"]) == ["python", "x.py"]
+
+
+# --------------------------------------------------------------------------- --slurm
+
+
+def test_slurm_dependencies_follow_what_each_stage_reads(tool, data, tmp_path):
+    args = _args(tool, data, tmp_path / "p", "--dga-specific", "test:A",
+                 "--evidence-from", "dro,dga")
+    deps = tool.stage_dependencies(tool.plan(args, cuda=False))
+    mains = ["draw", "draw_dga", "natural", "uniform", "random", "doremi", "static", "odm",
+             "online_draw", "dga"]
+    assert deps == {
+        "reference": [], "proxy_dro": ["reference"], "doremi_proxy": ["reference"], "dga": [],
+        "posterior": ["proxy_dro"], "draw": ["posterior"],
+        "posterior_dga": ["dga"], "draw_dga": ["posterior_dga"],  # draw_dga/ is not draw/
+        "natural": [], "uniform": [], "random": [], "odm": [],
+        "doremi": ["doremi_proxy"], "static": ["posterior"],
+        "online_draw": ["posterior", "natural"],
+        "compare": [n for n in deps if n in mains],
+        "plots": ["proxy_dro", "doremi_proxy", "dga", "posterior", *[n for n in deps
+                                                                     if n in mains[:-1]]]}
+    assert sorted(deps["compare"]) == sorted(mains)
+
+
+def test_slurm_tool_jobs_rerun_this_command_without_the_submission_flags(tool):
+    argv = ["--data", "d", "--slurm", "--sbatch-args", "--partition x", "--plan",
+            "--sbatch-args=--qos y", "--out", "o", "--stage", "plots", "k=v"]
+    assert tool.tool_job_argv(argv) == ["--data", "d", "--out", "o", "k=v"]
+
+
+def test_slurm_plan_prints_a_submission_script(tool, data, tmp_path, capsys):
+    out = tmp_path / "p"
+    args = _args(tool, data, out)
+    _complete_run(_stage(tool.plan(args), "reference").run_dir, 6)
+    argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128", "--out", str(out),
+            "--steps", "12", "--proxy-steps", "6", "--baselines", "natural,online_draw",
+            "--slurm", "--plan", "--nproc", "4", "--nodes", "2",
+            "--sbatch-args", "--partition gpu --time 1:00:00", "train.lr=0.002"]
+    assert tool.main(argv) == 0
+    script = capsys.readouterr().out
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    lines = {line.split("=", 1)[0]: line for line in script.splitlines() if "=$(" in line}
+    assert "# reference: done" in script and "jid_reference" not in lines
+    dro = lines["jid_proxy_dro"]  # reference is done: no edge to it
+    assert "--dependency" not in dro and "LAUNCHER=launch/proxy_dro.py" in dro
+    assert dro.endswith(f"train.lr=0.002 run.dir={out}/runs/proxy_dro model.preset=tiny-64 "
+                        f"data.root={data} train.steps=6 "
+                        f"dro.reference={out}/runs/reference/model.safetensors)")
+    assert ("--nodes=2 --ntasks-per-node=4 --gpus-per-node=4 --chdir=" + tool.REPO) in dro
+    assert "--partition gpu --time 1:00:00 " + tool.SBATCH_SCRIPT in dro
+    assert '"--dependency=afterok:$jid_posterior:$jid_natural"' in lines["jid_online_draw"]
+    post = lines["jid_posterior"]
+    assert '"--dependency=afterok:$jid_proxy_dro"' in post and "--ntasks=1" in post
+    body = shlex.split(post[post.index("--wrap") + 7:-1])[0]
+    assert body.endswith("tools/run_pipeline.py --data " + data + " --proxy tiny-64 --main "
+                         f"tiny-128 --out {out} --steps 12 --proxy-steps 6 --baselines "
+                         "natural,online_draw --nproc 4 --nodes 2 train.lr=0.002 "
+                         "--stage posterior")
+    assert script.rstrip().endswith('"squeue -j $jid_proxy_dro,$jid_posterior,$jid_draw,'
+                                    '$jid_natural,$jid_online_draw,$jid_compare,$jid_plots"')
+    assert sorted(os.listdir(out)) == ["runs"]  # nothing submitted, nothing written
+
+
+def test_slurm_rerun_submits_what_is_unfinished_once(tool, data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p"
+    argv = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128", "--out", str(out),
+            "--steps", "12", "--proxy-steps", "6", "--baselines", "natural", "--slurm",
+            "--gpus-per-node", "0"]
+    submitted, cancelled, queue = [], [], set()
+    next_id = iter(range(101, 200))
+
+    def fake_sbatch(env, cmd):
+        submitted.append((env, cmd))
+        job = str(next(next_id))
+        queue.add(job)
+        return job
+
+    monkeypatch.setattr(tool, "sbatch", fake_sbatch)
+    monkeypatch.setattr(tool, "live_jobs", lambda ids: queue & set(ids))
+    monkeypatch.setattr(tool, "scancel", cancelled.append)
+    assert tool.main(argv) == 0
+    names = ["reference", "proxy_dro", "posterior", "draw", "natural", "compare", "plots"]
+    ids = {n: str(101 + i) for i, n in enumerate(names)}
+    assert json.load(open(out / "slurm_jobs.json")) == ids
+    env, cmd = submitted[1]
+    assert env["LAUNCHER"] == "launch/proxy_dro.py" and env["GPUS_PER_NODE"] == "0"
+    assert "--dependency=afterok:101" in cmd and "--cpus-per-task=1" in cmd
+    assert f"--output={out}/logs/proxy_dro.slurm-%j.out" in cmd
+    assert "squeue -j 101,102,103,104,105,106,107" in capsys.readouterr().out
+
+    # The reference finished, proxy_dro's job failed (gone), the rest still wait.
+    _complete_run(str(out / "runs" / "reference"), 6)
+    queue -= {ids["reference"], ids["proxy_dro"]}
+    submitted.clear()
+    assert tool.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "reference: done, skipped" in text
+    assert "natural: job 105, still queued" in text  # nothing it waits for was resubmitted
+    # proxy_dro anew (no edge to the finished reference), then what depends on it
+    assert not any(a.startswith("--dependency") for a in submitted[0][1])
+    resubmitted = [next(a for a in c if a.startswith("--job-name=")) for _, c in submitted]
+    assert resubmitted == [f"--job-name=draw-{n}" for n in
+                           ("proxy_dro", "posterior", "draw", "compare", "plots")]
+    assert "--dependency=afterok:110:105" in submitted[3][1]  # compare: new draw, kept natural
+    assert "--dependency=afterok:108:109:110:105" in submitted[4][1]  # plots
+    assert cancelled == [ids[n] for n in ("posterior", "draw", "compare", "plots")]
+    assert json.load(open(out / "slurm_jobs.json"))["natural"] == ids["natural"]
+
+
+def test_slurm_stage_mode_runs_one_tool_stage(tool, data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p"
+    base = ["--data", data, "--proxy", "tiny-64", "--main", "tiny-128", "--out", str(out)]
+    ran = []
+    monkeypatch.setattr(tool, "run_stage", lambda stage, log, o: ran.append((stage.name, log)))
+    assert tool.main([*base, "--stage", "compare"]) == 0
+    assert ran == [("compare", f"{out}/logs/compare.log")]
+    assert tool.main([*base, "--stage", "reference"]) == 2  # training goes through sbatch
+    assert "--stage reference: not one of posterior, compare, plots" in capsys.readouterr().err
