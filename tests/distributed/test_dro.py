@@ -157,6 +157,11 @@ def _world2(rank, world, root, out):
     trainer = _build(cfg, dro=True)
     fit_until_killed(trainer)
     res["resumed"] = _dro_result(trainer, cfg)
+    cfg = _cfg(root, f"{out}/uniform_init", reference=reference)
+    cfg.dro.init = "uniform"  # DoReMi's own start
+    trainer = _build(cfg, dro=True)
+    fit_until_killed(trainer)
+    res["uniform_init"] = _dro_result(trainer, cfg)
     cfg = _cfg(root, f"{out}/tp2", reference=reference, tp=2)
     trainer = _build(cfg, dro=True)
     fit_until_killed(trainer)
@@ -363,3 +368,12 @@ def test_dro_records_replay_independently(ranks, data_root, out_dir):
         tilted = alpha * np.exp(1.0 * np.array(rec["excess"]))
         alpha = (1 - 1e-3) * tilted / tilted.sum() + 1e-3 / k
         np.testing.assert_allclose(rec["alpha"], alpha, rtol=1e-12)
+
+
+def test_doremi_starts_from_uniform_and_ends_elsewhere(ranks):
+    """dro.init=uniform: α_0 = 1/k (DoReMi), and its α* differs from the prior-drawn start's."""
+    uniform, prior = ranks[0]["uniform_init"], ranks[0]["dp2"]
+    np.testing.assert_allclose(uniform["alpha_init"], 1 / len(SIZES))
+    assert not np.allclose(prior["alpha_init"], 1 / len(SIZES))
+    a, b = np.mean(uniform["trajectory"], axis=0), np.mean(prior["trajectory"], axis=0)
+    assert np.abs(a - b).sum() > 1e-3
