@@ -47,6 +47,20 @@ def _base_env() -> dict[str, str]:
     return env
 
 
+def srun_env(rank: int, port: str, world: int = 2) -> dict[str, str]:
+    """What srun gives task ``rank`` of a 1-node step of ``world`` tasks (seen on SLURM
+    22.05), plus MASTER_ADDR / MASTER_PORT as launch/slurm/pretrain.sbatch exports them."""
+    env = _base_env()
+    env.update({"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
+                "SLURM_NTASKS": str(world), "SLURM_NTASKS_PER_NODE": str(world),
+                "SLURM_TASKS_PER_NODE": str(world), "SLURM_NNODES": "1", "SLURM_JOB_ID": "1",
+                "SLURM_JOB_NODELIST": "localhost", "SLURM_STEP_ID": "0", "SLURM_STEPID": "0",
+                "SLURM_STEP_NUM_TASKS": str(world), "SLURM_STEP_TASKS_PER_NODE": str(world),
+                "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NODELIST": "localhost",
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+    return env
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("launchers") / "data"
@@ -92,15 +106,7 @@ def test_srun_environment(data_root, tmp_path):
     port = str(_free_port())
     procs, logs = [], []
     for rank in range(2):
-        env = _base_env()
-        # What srun gives the tasks of a 1-node, 2-task step (seen on SLURM 22.05).
-        env.update({"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
-                    "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-                    "SLURM_TASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_ID": "1",
-                    "SLURM_JOB_NODELIST": "localhost", "SLURM_STEP_ID": "0", "SLURM_STEPID": "0",
-                    "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_TASKS_PER_NODE": "2",
-                    "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NODELIST": "localhost",
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        env = srun_env(rank, port)
         log = open(tmp_path / f"rank{rank}.log", "w+")
         logs.append(log)
         procs.append(subprocess.Popen([sys.executable, *_args(data_root, run_dir)], cwd=REPO,

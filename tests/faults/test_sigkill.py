@@ -22,7 +22,7 @@ import sys
 import time
 
 from draw_megatron.train.metrics import read_metrics
-from tests.distributed.test_launchers import REPO, _base_env, _free_port
+from tests.distributed.test_launchers import REPO, _free_port, srun_env
 from tests.faults.test_signals import _args
 from tests.unit.data.synthetic import make_synthetic_root
 
@@ -56,11 +56,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def _launch(root: str, run_dir: str, overrides: list[str]) -> list[subprocess.Popen]:
     port, procs = str(_free_port()), []
     for rank in range(2):
-        env = _base_env()
-        env.update({"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
-                    "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
-                    "SLURM_JOB_ID": "1", "SLURM_STEP_ID": "0", "MASTER_ADDR": "127.0.0.1",
-                    "MASTER_PORT": port, "SAMPLE_LOG": run_dir + ".samples"})
+        env = {**srun_env(rank, port), "SAMPLE_LOG": run_dir + ".samples"}
         log = open(f"{run_dir}.rank{rank}.log", "a")
         procs.append(subprocess.Popen([sys.executable, "-c", _WRAPPER,
                                        *_args(root, run_dir), *overrides],

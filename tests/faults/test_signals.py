@@ -15,7 +15,7 @@ import pytest
 
 from draw_megatron.train.metrics import read_metrics
 from draw_megatron.train.stopping import EXIT_PREEMPTED
-from tests.distributed.test_launchers import CONFIG, LAUNCHER, REPO, _base_env, _free_port
+from tests.distributed.test_launchers import CONFIG, LAUNCHER, REPO, _free_port, srun_env
 from tests.unit.data.synthetic import make_synthetic_root
 
 STEPS = 120
@@ -42,12 +42,7 @@ def _launch(root: str, run_dir: str, logs: list) -> list[subprocess.Popen]:
     """Two ranks as srun starts them (SLURM variables, no RANK/WORLD_SIZE)."""
     port, procs = str(_free_port()), []
     for rank in range(2):
-        env = _base_env()
-        env.update({"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
-                    "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
-                    "SLURM_JOB_ID": "1", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2",
-                    "SLURM_STEP_TASKS_PER_NODE": "2", "SLURM_STEP_NUM_NODES": "1",
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        env = srun_env(rank, port)
         log = open(os.path.join(run_dir + f".rank{rank}.log"), "a+")
         logs.append(log)
         procs.append(subprocess.Popen([sys.executable, *_args(root, run_dir)], cwd=REPO,
