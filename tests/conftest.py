@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import os
 
-import pytest
+import torch
+
+# Triton decides at decoration time whether a @triton.jit function is interpreted: set the
+# interpreter before anything of the session imports a kernel (the kernel tests, the model's
+# fused-loss path, liger-kernel), or a kernel decorated early cannot call its helpers under
+# the interpreter. Only without CUDA: on a GPU the same tests run the real kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 from draw_megatron.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
 from draw_megatron.data.tokenizer import train_tokenizer
