@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one device call. The lent machine's image has torch,
 # Triton, sentencepiece, safetensors, pyyaml; DeepSpeed and the MDS library (and their
-# needs) travel as wheels in .whl/ (ENVIRONMENT.md; `make gpu-wheels` fetches them):
+# needs) travel as wheels in .whl/ (`make gpu-wheels` fetches them):
 #   run(command="bash tools/gpu_check.sh [all|trainer|dga|perf]", carry=[".whl"], timeout_s=540)
 # trainer: throughput (150M, 1B), plain step, DRO and Dirichlet step ratios, model tests;
 # dga: a short 150M run (its export is the DRO reference), the DRO ratio, DGA's time and

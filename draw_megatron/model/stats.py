@@ -1,6 +1,6 @@
 """Parameter and FLOP counts of a built model or a config, for logging and MFU.
 
-MFU's model FLOPs (ENVIRONMENT.md, after Kaplan et al. / PaLM's appendix B) per trained
+MFU's model FLOPs (after Kaplan et al. / PaLM's appendix B) per trained
 token: 6·N for the forward and backward matrix products of the N non-embedding parameters,
 plus 12·L·d·seq for attention's score and value products (q·kᵀ and p·v, forward and
 backward, without a causal discount). The vocabulary matrices are not in N.

@@ -44,7 +44,7 @@ from draw_megatron.utils.log import get_logger
 
 log = get_logger(__name__)
 
-# Dense bf16 peak of one H100 SXM (datasheet), the MFU denominator (ENVIRONMENT.md).
+# Dense bf16 peak of one H100 SXM (datasheet), the MFU denominator, as the public stacks use it.
 PEAK_FLOPS = 989e12
 
 
