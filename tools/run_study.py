@@ -3,6 +3,7 @@
 
     python tools/run_study.py --data ROOT --proxy 70M --main 150M --seeds 1,2,3 \\
         [--evidence 1,8] [--vary all|proxy] --out DIR [run_pipeline flags] [key=value ...]
+        [--lm-tasks T1,T2 [--lm-include-path DIR] [--lm-only-include-path]]
 
 One tools/run_pipeline.py per seed, into DIR/seed_<s>/ (with --evidence, one per seed and
 evidence value, into DIR/seed_<s>/evidence_<e>/). What the seed changes:
@@ -31,6 +32,12 @@ baseline, by seed) of DRAW, draw_dga and DGA against every baseline, with a 95 %
 bootstrap interval over seeds (--bootstrap resamples of the seeds with replacement, numpy's
 generator seeded with --bootstrap-seed). A method that does not depend on the evidence
 appears once; one that does appears per value, as "draw [s=8]".
+
+--lm-tasks: after the pipelines, tools/eval_lm.py scores every method's final model of every
+seed (into RUN/lm_eval/study_<key>/, key: the evaluation options; a finished score is
+reused), offline unless HF_DATASETS_OFFLINE/HF_HUB_OFFLINE say otherwise; study.md gets a
+downstream table (mean ± sd per task and metric) and the paired differences with the same
+bootstrap.
 
 --dry-run (or --plan) lists the pipelines, their commands and each stage's status (done,
 todo, or shared with an earlier pipeline); it runs and writes nothing.
@@ -111,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples of the seeds (default 10000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, metavar="N",
                    help="seed of the bootstrap resampler (default 0)")
+    p.add_argument("--lm-tasks", metavar="T1,T2",
+                   help="after the pipelines, score every method's final model on these lm-eval "
+                        "tasks (tools/eval_lm.py); the study adds their mean ± sd and the "
+                        "paired differences")
+    p.add_argument("--lm-include-path", action="append", default=[], metavar="DIR",
+                   help="folder of task YAMLs for --lm-tasks (repeatable)")
+    p.add_argument("--lm-only-include-path", action="store_true",
+                   help="index only the --lm-include-path tasks, not lm-eval's own")
+    p.add_argument("--lm-num-fewshot", type=int, metavar="N", help="few-shot examples per task")
+    p.add_argument("--lm-limit", type=float, metavar="N", help="documents per task")
     p.add_argument("--dry-run", "--plan", dest="dry_run", action="store_true",
                    help="list the pipelines and their stages' status; run and write nothing")
     return p
@@ -281,6 +298,11 @@ class Results:
     domains: list[str]
     methods: list[str]
     records: dict[str, list[dict]]
+    runs: dict[str, list[str]] = field(default_factory=dict)
+    """Method → its run folder per seed."""
+    downstream: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    """Method → per seed, lm-eval column ("TASK METRIC") → value (with --lm-tasks)."""
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
 
 
 def method_names(pipelines: list[Pipeline]) -> list[tuple[str, float | None, str]]:
@@ -305,6 +327,7 @@ def collect(pipelines: list[Pipeline], data: str, seeds: list[int]) -> Results:
     domains = Manifest.load(data).domain_names
     columns = method_names(pipelines)
     records: dict[str, list[dict]] = {}
+    runs: dict[str, list[str]] = {}
     for column, evidence, name in columns:
         for seed in seeds:
             pipe = next(p for p in pipelines if p.seed == seed and p.evidence == evidence)
@@ -314,7 +337,120 @@ def collect(pipelines: list[Pipeline], data: str, seeds: list[int]) -> Results:
                 raise StudyError(f"{run}: its eval has {len(rec['domain_loss'])} domains, "
                                  f"the data {len(domains)}")
             records.setdefault(column, []).append(rec)
-    return Results(seeds, domains, [c for c, _, _ in columns], records)
+            runs.setdefault(column, []).append(run)
+    return Results(seeds, domains, [c for c, _, _ in columns], records, runs)
+
+
+# --------------------------------------------------------------------------- downstream
+
+
+def eval_argv(args: argparse.Namespace) -> list[str]:
+    """tools/eval_lm.py's options of the study (without the model and --out)."""
+    argv = ["--tasks", args.lm_tasks]
+    for folder in args.lm_include_path:
+        argv += ["--include-path", os.path.abspath(folder)]
+    if args.lm_only_include_path:
+        argv.append("--only-include-path")
+    if args.lm_num_fewshot is not None:
+        argv += ["--num-fewshot", str(args.lm_num_fewshot)]
+    if args.lm_limit is not None:
+        argv += ["--limit", f"{args.lm_limit:g}"]
+    return argv
+
+
+def eval_dir(run: str, argv: list[str]) -> str:
+    """Where a run's scores under these options go: one folder per option set, so another
+    task list never reuses them."""
+    key = hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:12]
+    return os.path.join(run, "lm_eval", f"study_{key}")
+
+
+def run_eval_process(argv: list[str]) -> int:
+    """One tools/eval_lm.py run, offline unless the environment says otherwise (its table
+    is not printed: the study shows the summary)."""
+    env = dict(os.environ, HF_DATASETS_OFFLINE=os.environ.get("HF_DATASETS_OFFLINE", "1"),
+               HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+    return subprocess.call([sys.executable, os.path.join(TOOLS, "eval_lm.py"), *argv],
+                           cwd=rp.REPO, env=env, stdout=subprocess.DEVNULL)
+
+
+def evaluate_downstream(res: Results, args: argparse.Namespace) -> None:
+    """Score each (method, seed) run with tools/eval_lm.py (a finished score is reused),
+    then read the columns into ``res.downstream``."""
+    import compare_runs
+
+    argv = eval_argv(args)
+    for method in res.methods:
+        for run in res.runs[method]:
+            out = eval_dir(run, argv)
+            results = os.path.join(out, "results.json")
+            if not os.path.isfile(results):
+                print(f"[study] lm-eval: {os.path.relpath(run, os.path.abspath(args.out))}",
+                      flush=True)
+                rc = run_eval_process([run, *argv, "--out", out, "--overwrite"])
+                if rc != 0:
+                    raise StudyError(f"tools/eval_lm.py failed on {run} (exit status {rc})")
+            res.downstream.setdefault(method, []).append(compare_runs.lm_eval_columns(results))
+            with open(results, encoding="utf-8") as fh:
+                better = json.load(fh).get("higher_is_better") or {}
+            for task, flags in better.items():
+                for metric, flag in (flags or {}).items():
+                    res.higher_is_better[f"{task} {metric}"] = bool(flag)
+
+
+def downstream_columns(res: Results) -> list[str]:
+    first = next(iter(res.downstream.values()))[0]
+    return [c for c in first if all(c in d for ds in res.downstream.values() for d in ds)]
+
+
+def downstream_values(res: Results, method: str, column: str) -> np.ndarray:
+    return np.array([d[column] for d in res.downstream[method]], dtype=float)
+
+
+def _better(res: Results, column: str) -> str:
+    for name, flag in res.higher_is_better.items():
+        task, _, metric = name.partition(" ")
+        if column.startswith(task + " ") and column.endswith(" " + metric):
+            return "higher" if flag else "lower"
+    return "?"
+
+
+def downstream_differences(res: Results, resamples: int, seed: int) -> list[dict]:
+    """Paired (by seed) differences method − baseline of every downstream column."""
+    rows = []
+    treated = [m for m in res.methods if _base(m) in TREATMENTS]
+    baselines = [m for m in res.methods if _base(m) in rp.BASELINES]
+    for method in treated:
+        for base in (b for b in baselines if _comparable(method, b)):
+            for column in downstream_columns(res):
+                diff = (downstream_values(res, method, column)
+                        - downstream_values(res, base, column))
+                lo, hi = bootstrap_interval(diff, resamples, seed)
+                rows.append({"method": method, "baseline": base, "metric": column,
+                             "mean": float(diff.mean()), "low": lo, "high": hi,
+                             "n": len(diff)})
+    return rows
+
+
+def downstream_markdown(res: Results, args: argparse.Namespace) -> list[str]:
+    columns = downstream_columns(res)
+    lines = ["", "## Downstream (lm-eval)", "",
+             f"`tools/eval_lm.py RUN {shlex.join(eval_argv(args))}` on every run's final model; "
+             "mean ± sample sd over seeds. Better: "
+             + ", ".join(f"{c} {_better(res, c)}" for c in columns) + ".", "",
+             "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for m in res.methods:
+        lines.append(f"| {m} | " + " | ".join(_cell(downstream_values(res, m, c))
+                                             for c in columns) + " |")
+    diffs = downstream_differences(res, args.bootstrap, args.bootstrap_seed)
+    if diffs:
+        lines += ["", "Paired differences (method − baseline, by seed), 95 % bootstrap "
+                  "interval as above:", "",
+                  "| method | baseline | metric | mean difference | 95 % interval |",
+                  "|---|---|---|---:|---|"]
+        lines += [f"| {d['method']} | {d['baseline']} | {d['metric']} | {d['mean']:+.4f} | "
+                  f"[{d['low']:+.4f}, {d['high']:+.4f}] |" for d in diffs]
+    return lines
 
 
 def values(res: Results, method: str) -> dict[str, np.ndarray]:
@@ -409,6 +545,8 @@ def markdown(res: Results, diffs: list[dict], args: argparse.Namespace,
                   "|---|---|---|---:|---|---:|"]
         lines += [f"| {d['method']} | {d['baseline']} | {d['metric']} | {d['mean']:+.4f} | "
                   f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['n']} |" for d in diffs]
+    if res.downstream:
+        lines += downstream_markdown(res, args)
     lines += ["", "Pipelines (each a tools/run_pipeline.py folder; shared runs are symlinks): "
               + ", ".join(f"`{f}/`" for f in folders)]
     return "\n".join(lines) + "\n"
@@ -423,6 +561,12 @@ def csv_rows(res: Results, diffs: list[dict]) -> list[list]:
                          "" if sd != sd else f"{sd:.6f}", "", ""])
     rows += [["difference", d["method"], d["baseline"], d["metric"], d["n"], f"{d['mean']:.6f}",
               "", f"{d['low']:.6f}", f"{d['high']:.6f}"] for d in diffs]
+    if res.downstream:
+        for m in res.methods:
+            for column in downstream_columns(res):
+                mean, sd = mean_sd(downstream_values(res, m, column))
+                rows.append(["downstream", m, "", column, len(res.seeds), f"{mean:.6f}",
+                             "" if sd != sd else f"{sd:.6f}", "", ""])
     return rows
 
 
@@ -473,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         execute(pipelines)
         res = collect(pipelines, args.data, args.seed_list)
+        if args.lm_tasks:
+            evaluate_downstream(res, args)
         text = write_outputs(res, differences(res, args.bootstrap, args.bootstrap_seed), args,
                              [p.label for p in pipelines])
     except StudyError as exc:

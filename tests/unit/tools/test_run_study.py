@@ -235,3 +235,54 @@ def test_pipeline_argv_is_accepted_by_the_real_run_pipeline(tool, data, tmp_path
     out = capfd.readouterr().out
     assert "run.seed=2" in out and "train.lr=0.002" in out and "--evidence 8" in out
     assert not (tmp_path / "s").exists()
+
+
+def _fake_scores(run_dir: str) -> dict:
+    """lm-eval results of a fake run, fixed by its folder."""
+    rng = np.random.default_rng(zlib.crc32(run_dir.encode()) + 1)
+    return {"results": {"task_a": {"alias": "task_a", "acc,none": float(rng.random()),
+                                   "acc_stderr,none": 0.01},
+                        "task_b": {"bits_per_byte,none": float(2 + rng.random())}},
+            "higher_is_better": {"task_a": {"acc": True}, "task_b": {"bits_per_byte": False}},
+            "n-shot": {"task_a": 0, "task_b": 0}}
+
+
+def test_downstream_scores_every_run_and_summarises_them(tool, fake, data, tmp_path,
+                                                         monkeypatch):
+    calls = []
+
+    def fake_eval(argv):
+        calls.append(argv)
+        out = argv[argv.index("--out") + 1]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "results.json"), "w") as fh:
+            json.dump(_fake_scores(os.path.realpath(argv[0])), fh)
+        return 0
+
+    monkeypatch.setattr(tool, "run_eval_process", fake_eval)
+    out = tmp_path / "study"
+    tasks = tmp_path / "tasks"
+    extra = ["--lm-tasks", "task_a,task_b", "--lm-include-path", str(tasks),
+             "--lm-only-include-path"]
+    assert tool.main(_argv(data, out, *extra)) == 0
+    # every method of every seed once (reference and proxies are not methods)
+    runs = {os.path.relpath(c[0], out) for c in calls}
+    assert runs == {f"seed_{s}/runs/{m}" for s in (1, 2) for m in ("draw", "natural", "uniform")}
+    assert all(c[1:3] == ["--tasks", "task_a,task_b"] and "--only-include-path" in c
+               and str(tasks) in c for c in calls)
+    rows = _csv(out)
+    for method in ("draw", "natural"):
+        acc = [_fake_scores(os.path.realpath(out / f"seed_{s}" / "runs" / method))
+               ["results"]["task_a"]["acc,none"] for s in (1, 2)]
+        row = next(r for r in rows if r["kind"] == "downstream" and r["method"] == method
+                   and r["row"] == "task_a 0-shot acc")
+        assert float(row["mean"]) == pytest.approx(np.mean(acc), abs=1e-6)
+        assert float(row["sd"]) == pytest.approx(np.std(acc, ddof=1), abs=1e-6)
+    md = (out / "study.md").read_text()
+    assert "## Downstream (lm-eval)" in md
+    assert "task_a 0-shot acc higher" in md and "task_b 0-shot bits_per_byte lower" in md
+    assert "| draw | natural | task_b 0-shot bits_per_byte |" in md
+    # a rerun reuses every score
+    calls.clear()
+    assert tool.main(_argv(data, out, *extra)) == 0
+    assert calls == []
