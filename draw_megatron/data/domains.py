@@ -39,7 +39,8 @@ class ShardError(ManifestError):
 
 
 class DomainData:
-    """Random access to the sequences of every domain of one split."""
+    """Random access to the sequences of every domain of one split; ``verify_shards``
+    checks each shard on its first read (module docstring), raising ShardError."""
 
     def __init__(self, manifest: Manifest, split: str, verify_shards: bool = True):
         manifest.check_split(split)
