@@ -17,7 +17,7 @@ import pytest
 from draw_megatron.data.domains import DomainData, ShardError
 from draw_megatron.data.manifest import INDEX_NAME, SHARD_HASH, Manifest
 from tests.distributed.test_launchers import CONFIG, LAUNCHER, REPO, _base_env, _free_port
-from tests.unit.data.s3_server import running_s3_server
+from tests.unit.data.s3_server import s3_environment, upload_tree
 from tests.unit.data.synthetic import make_synthetic_root
 
 SEQ_LEN = 64
@@ -154,34 +154,16 @@ def test_root_without_hashes_reads_when_intact(root_without_hashes):
 # Remote roots: the library checks each download's hash; a damaged file already in the
 # cache is caught before it is read.
 
-BUCKET, PREFIX = "shards", "data"
-
-
 @pytest.fixture(scope="module")
 def s3():
-    with running_s3_server() as server, pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-            mp.delenv(name, raising=False)
-        for name, value in server.env().items():
-            mp.setenv(name, value)
-        server.client().create_bucket(Bucket=BUCKET)
+    with s3_environment() as server:
         yield server
-
-
-def _upload(s3, root: str, prefix: str) -> str:
-    client = s3.client()
-    for base, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(base, name)
-            key = f"{prefix}/{os.path.relpath(path, root)}"
-            with open(path, "rb") as fh:
-                client.put_object(Bucket=BUCKET, Key=key, Body=fh.read())
-    return f"s3://{BUCKET}/{prefix}"
 
 
 def test_remote_shard_altered_in_the_bucket_fails_its_download_check(s3, root, tmp_path):
     copy, path, _ = _damaged_copy(root, tmp_path, flip)
-    url = _upload(s3, copy, "altered")
+    url = "s3://shards-altered/data"
+    upload_tree(s3, copy, url)
     data = DomainData(Manifest.load(url, cache_dir=str(tmp_path / "cache")), "train")
     try:
         assert all(s.validate_hash == SHARD_HASH for s in data.dataset.streams)
@@ -198,7 +180,8 @@ def test_remote_shard_altered_in_the_bucket_fails_its_download_check(s3, root, t
 
 
 def test_remote_shard_damaged_in_the_cache_is_caught_before_it_is_read(s3, root, tmp_path):
-    url = _upload(s3, root, "intact")
+    url = "s3://shards-intact/data"
+    upload_tree(s3, root, url)
     cache = str(tmp_path / "cache")
     item = _items_of(_shards(root), DAMAGED)[0]
     data = DomainData(Manifest.load(url, cache_dir=cache), "train")
