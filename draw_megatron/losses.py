@@ -27,12 +27,17 @@ class DomainLoss:
         self.sums.index_add_(0, ids, loss.sum(dim=1))
         self.counts.index_add_(0, ids, torch.full_like(loss[:, 0], loss.shape[1]))
 
-    def all_reduce(self, group=None) -> tuple[np.ndarray, np.ndarray]:
-        """(sums, counts) summed over ``group`` (the DP group), as numpy arrays."""
+    def reduced(self, group=None) -> torch.Tensor:
+        """[2, k] (sums; counts) summed over ``group`` (the DP group), left on the device:
+        no host synchronisation (the training step reads it only when a record is due)."""
         both = torch.stack([self.sums, self.counts])
         if group is not None and dist.is_initialized() and dist.get_world_size(group) > 1:
             dist.all_reduce(both, group=group)
-        both = both.cpu().numpy()
+        return both
+
+    def all_reduce(self, group=None) -> tuple[np.ndarray, np.ndarray]:
+        """(sums, counts) summed over ``group`` (the DP group), as numpy arrays."""
+        both = self.reduced(group).cpu().numpy()
         return both[0], both[1]
 
     def reset(self) -> None:

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for _ in range(args.steps_per_round):
-            trainer.metrics.write(trainer.train_step())
+            trainer.train_step()
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() if cuda else 0)

@@ -29,6 +29,7 @@ from streaming.base.format.base.reader import FileInfo
 from streaming.base.storage.download import CloudDownloader
 
 from draw_megatron.data import remote
+from draw_megatron.data.host_lock import serialised_open
 from draw_megatron.data.manifest import INDEX_NAME, SHARD_HASH, Manifest, ManifestError
 
 _HASH_BLOCK = 1 << 22  # bytes hashed per read: a shard is never held in memory whole
@@ -198,8 +199,8 @@ def _open(manifest: Manifest, split: str, present: np.ndarray) -> StreamingDatas
     try:
         # batch_size is required by the library's partitioning even though only random
         # access (ds[i]) is used here.
-        return StreamingDataset(streams=streams, shuffle=False, batch_size=1,
-                                cache_limit=manifest.cache_limit)
+        return serialised_open(lambda: StreamingDataset(
+            streams=streams, shuffle=False, batch_size=1, cache_limit=manifest.cache_limit))
     except Exception as exc:
         if not manifest.is_remote:
             raise

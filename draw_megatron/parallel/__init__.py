@@ -11,7 +11,7 @@ same code runs with NCCL on GPU and gloo on CPU:
 - ``broadcast``: global rank 0's mixture draws on every rank.
 """
 
-from draw_megatron.parallel.broadcast import broadcast_from_rank0, rank0_broadcaster
+from draw_megatron.parallel.broadcast import broadcast_from_rank0, host_group, rank0_broadcaster
 from draw_megatron.parallel.cross_entropy import vocab_parallel_cross_entropy
 from draw_megatron.parallel.layers import (ColumnParallelLinear, InitMethod, RowParallelLinear,
                                            VocabParallelEmbedding, gather_full, gather_full_param,
@@ -27,7 +27,7 @@ from draw_megatron.parallel.mappings import (SEQUENCE_DIM, allreduce_sequence_pa
 from draw_megatron.parallel.topology import DeepSpeedMPU, ParallelTopology
 
 __all__ = [
-    "broadcast_from_rank0", "rank0_broadcaster",
+    "broadcast_from_rank0", "host_group", "rank0_broadcaster",
     "ColumnParallelLinear", "DeepSpeedMPU", "InitMethod", "ParallelTopology",
     "RowParallelLinear", "SEQUENCE_DIM", "VocabParallelEmbedding",
     "allreduce_sequence_parallel_grad", "copy_to_tp_region", "gather_from_sequence_region",

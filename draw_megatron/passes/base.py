@@ -84,17 +84,38 @@ class PassContext:
                             stream=PROBE_STREAM if stream is None else stream)
 
 
-@dataclass(frozen=True)
 class StepInfo:
-    """What ``after_step`` sees of the step that just ended."""
+    """What ``after_step`` sees of the step that just ended.
 
-    step: int
-    batch: Batch
-    """This rank's batch (its ``alpha`` is the mixture the step used)."""
-    sums: np.ndarray
-    """[k] per-domain token-loss sums over the whole global batch."""
-    counts: np.ndarray
-    """[k] per-domain token counts over the whole global batch."""
+    ``sums`` and ``counts`` are read from the device when first used: at a step that no
+    pass acts at (:meth:`StepPass.acts_at`) and no record is due, nothing reads them and the
+    step makes no host synchronisation.
+    """
+
+    def __init__(self, step: int, batch: Batch, sums: np.ndarray | None = None,
+                 counts: np.ndarray | None = None, *,
+                 read: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None):
+        if (sums is None) != (counts is None) or (sums is None) == (read is None):
+            raise ValueError("StepInfo takes sums and counts, or a function that reads them")
+        self.step, self.batch = step, batch
+        """``batch``: this rank's batch (its ``alpha`` is the mixture the step used)."""
+        self._values = None if sums is None else (sums, counts)
+        self._read = read
+
+    def _host(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._values is None:
+            self._values = self._read()
+        return self._values
+
+    @property
+    def sums(self) -> np.ndarray:
+        """[k] per-domain token-loss sums over the whole global batch."""
+        return self._host()[0]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """[k] per-domain token counts over the whole global batch."""
+        return self._host()[1]
 
 
 @dataclass
@@ -133,6 +154,15 @@ class StepPass:
         """``loss_BT``: the per-token losses [B, T] of this rank's micro-batch ``micro``
         (tensors on the training device); the scalar to back-propagate if ``owns_loss``."""
         return None
+
+    def acts_at(self, step: int) -> bool:
+        """Whether ``after_step`` of ``step`` does anything (reads the step's losses, runs the
+        model, returns records or weights). At such a step the trainer first reads the
+        step's losses on the host and checks them for inf/NaN, so a pass never acts on a
+        broken step; at the other steps they stay on the device and the step makes no host
+        synchronisation. The default, every step, is always correct; a pass that acts every
+        N steps says so to keep the steps between free of synchronisation."""
+        return True
 
     def after_step(self, info: StepInfo) -> StepOutput:
         """After step ``info.step``'s optimizer step."""

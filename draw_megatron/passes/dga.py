@@ -191,8 +191,11 @@ class DGAPass(StepPass):
 
     # ------------------------------------------------------------------ the update
 
+    def acts_at(self, step: int) -> bool:
+        return step % self.cfg.every == 0
+
     def after_step(self, info: StepInfo) -> StepOutput:
-        if info.step % self.cfg.every:
+        if not self.acts_at(info.step):
             return StepOutput()
         scores, specific_loss = self.align.scores(len(self.units))
         alpha, alpha_ema = self.state.update(scores, info.step)
@@ -256,8 +259,11 @@ class AlignmentMonitorPass(StepPass):
         self.num_domains = ctx.manifest.num_domains
         self.align = AlignmentProbes(self.cfg, ctx)
 
+    def acts_at(self, step: int) -> bool:
+        return step % self.cfg.every == 0
+
     def after_step(self, info: StepInfo) -> StepOutput:
-        if info.step % self.cfg.every:
+        if not self.acts_at(info.step):
             return StepOutput()
         scores, specific_loss = self.align.scores(self.num_domains)
         return StepOutput([{"kind": "alignment", "step": info.step,

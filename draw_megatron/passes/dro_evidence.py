@@ -85,8 +85,11 @@ class DROEvidencePass(StepPass):
         self.excess.reset()
         return excess_loss(sums, counts)
 
+    def acts_at(self, step: int) -> bool:
+        return (step + 1) % self.cfg.every == 0
+
     def after_step(self, info: StepInfo) -> StepOutput:
-        if (info.step + 1) % self.cfg.every:
+        if not self.acts_at(info.step):
             return StepOutput()
         excess = self.domain_excess()
         alpha = self.state.update(excess)

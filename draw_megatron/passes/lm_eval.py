@@ -56,10 +56,14 @@ class LMEvalPass(StepPass):
                                  batch_size=self.cfg.batch_size)
         self.run_dir, self.is_writer = ctx.run_dir, ctx.is_writer
 
+    def acts_at(self, step: int) -> bool:
+        done = step + 1
+        return done % self.every == 0 or done == self.last_step
+
     def after_step(self, info: StepInfo) -> StepOutput:
-        done = info.step + 1
-        if done % self.every and done != self.last_step:
+        if not self.acts_at(info.step):
             return StepOutput()
+        done = info.step + 1
         from draw_megatron.eval import lm_eval_tasks as lmt
 
         results = lmt.run_tasks(self.lm, self.tasks, self.manager, limit=self.cfg.limit,

@@ -29,6 +29,9 @@ def run(args: argparse.Namespace, *, launcher_keys: dict[str, str] | None = None
     """Parse the config, check it (passes included) before any process group, then train
     (or export). ``launcher_keys``: what the launch script is for (its pass list and mixture
     kind); they win over the YAML, and command-line overrides win over them."""
+    from draw_megatron.train.early_signals import catch_early
+
+    catch_early()  # before the heavy imports: a SLURM signal must not kill a starting rank
     from draw_megatron.config.base import ConfigError, dump_yaml
     from draw_megatron.config.run import load_run_config
     from draw_megatron.data.manifest import Manifest, ManifestError

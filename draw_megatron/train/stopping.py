@@ -26,6 +26,9 @@ import threading
 import torch
 import torch.distributed as dist
 
+from draw_megatron.parallel.broadcast import host_group
+from draw_megatron.train.early_signals import SIGNALS, early_signal
+
 EXIT_PREEMPTED = 75
 """Launchers' exit status after a signal-triggered checkpoint (EX_TEMPFAIL: requeue me)."""
 
@@ -49,10 +52,10 @@ class NonFiniteLoss(Exception):
 class StopSignals:
     """SIGTERM and SIGUSR1 set a flag (the handlers only record; no work in a handler)."""
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = SIGNALS
 
     def __init__(self, group=None):
-        self.received: str | None = None
+        self.received: str | None = early_signal()  # one that arrived before training
         self.group = group
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -80,9 +83,6 @@ class StopSignals:
 
 
 def control_group():
-    """A gloo group over all ranks for host-side agreement (None when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return None
-    if dist.get_backend() == "gloo":
-        return None  # the default group already is
-    return dist.new_group(backend="gloo")
+    """A gloo group over all ranks for host-side agreement (None when not distributed or
+    when the default group is gloo already)."""
+    return host_group()

@@ -48,6 +48,52 @@ log = get_logger(__name__)
 PEAK_FLOPS = 989e12
 
 
+# The most steps whose records wait on the device (a log.every of 0 or 10,000 must not hold
+# that many [2, k] tensors).
+MAX_WINDOW = 100
+
+
+@dataclass
+class _PendingStep:
+    """A step whose per-domain losses are still on the device."""
+
+    step: int
+    alpha: np.ndarray
+    lr: float
+    losses: torch.Tensor | None
+    """[2, k] (sums; counts) over the global batch, until read."""
+    grad_norm: torch.Tensor | float | None
+    sums: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    skipped: bool = False
+
+    def record(self, tokens_per_s: float | None, mfu: float | None) -> dict:
+        """The step's ``train`` record (Contract 5)."""
+        means = domain_means(self.sums, self.counts)
+        record = {"kind": "train", "step": self.step, "loss": float(self.sums.sum()
+                                                                   / self.counts.sum()),
+                  "domain_loss": means, "domain_tokens": self.counts.tolist(),
+                  "alpha": self.alpha.tolist(), "lr": self.lr, "grad_norm": self.grad_norm,
+                  "tokens_per_s": tokens_per_s, "mfu": mfu}
+        if self.skipped:
+            finite = np.isfinite(self.sums)
+            record.update(loss=None, domain_loss=[v if f else None for v, f in
+                                                  zip(means, finite)],
+                          grad_norm=None, tokens_per_s=None, mfu=None, skipped=True)
+        return record
+
+
+@dataclass
+class _Window:
+    """The records since the last host read, in order (pending steps and host records)."""
+
+    start: float | None = None
+    queue: list = dataclasses.field(default_factory=list)
+
+    def steps(self) -> list[_PendingStep]:
+        return [item for item in self.queue if isinstance(item, _PendingStep)]
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -94,6 +140,8 @@ class Trainer:
         self.state = TrainState()
         self.metrics: MetricsLog | None = None
         self.flops_per_token = flops_per_token(model_cfg)
+        self.step_tokens = cfg.train.global_batch * self.manifest.seq_len
+        self._window = _Window()
         self.context = self._pass_context()
         for step_pass in self.passes:
             step_pass.setup(self.context)
@@ -209,11 +257,17 @@ class Trainer:
                  self.topology.dp_size)
         signals = StopSignals(control_group())
         try:
+            signame = signals.agreed()  # a signal that came while the run was starting
+            if signame is not None and self.state.step < cfg.train.steps:
+                self._stop_for_signal(self.state.step, signame,
+                                      self.checkpoints.latest() == self.state.step)
             while self.state.step < cfg.train.steps:
-                record = self.train_step()
-                self.metrics.write(record)
+                records = self.train_step()
                 step = self.state.step
-                if is_due(step, cfg.log.every, cfg.train.steps) and record["loss"] is not None:
+                train = [r for r in records if r["kind"] == "train"]
+                if (is_due(step, cfg.log.every, cfg.train.steps) and train
+                        and train[-1]["loss"] is not None):
+                    record = train[-1]
                     log.info("step %d loss %.4f lr %.3g %.0f tokens/s%s", record["step"],
                              record["loss"], record["lr"], record["tokens_per_s"],
                              "" if record["mfu"] is None else f" MFU {record['mfu']:.3f}")
@@ -233,24 +287,32 @@ class Trainer:
             self.metrics.close()
 
     def _stop_for_signal(self, step: int, signame: str, saved: bool) -> None:
+        self._emit_window()
         if not saved:
             self.checkpoints.save(self.engine, step, self._client_state())
         self.metrics.write({"kind": "preempted", "step": step, "signal": signame})
         log.warning("%s received: checkpoint of step %d saved; stopping", signame, step)
         raise Preempted(step, signame)
 
-    def train_step(self) -> dict:
+    def train_step(self) -> list[dict]:
+        """One optimizer step. Its records are written when a record is due (a log, eval
+        or checkpoint step, a pass that acts at this step, a withheld update, or a full
+        window): then every step since the last such read is read from the device at once
+        and written exactly; between them the step makes no host synchronisation. Returns
+        the records written by this call (often none)."""
         cfg, step = self.cfg, self.state.step
         # Per-step seeding: dropout (if any) is reproducible across resume without RNG state.
         torch.manual_seed(((cfg.run.seed * 1_000_003 + step) * 65_537 + self.topology.dp_rank)
                           % (1 << 63))
-        start = time.perf_counter()
+        window = self._window
+        if window.start is None:
+            window.start = time.perf_counter()
         loader_before = self.loader.state_dict()  # the last good state, if this step fails
         skipped_before = getattr(self.engine, "skipped_steps", 0)
         batch = self.loader.next_batch()
         if self.loader.schedule.changes_at(step):
-            self.metrics.write({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist(),
-                                **self.loader.schedule.record()})
+            window.queue.append({"kind": "mixture", "step": step, "alpha": batch.alpha.tolist(),
+                                 **self.loader.schedule.record()})
         lr = self.engine.get_lr()[0]
         acc = DomainLoss(self.manifest.num_domains, self.env.device)
         for micro in batch.micro_batches(cfg.train.micro_batch):
@@ -260,51 +322,100 @@ class Trainer:
             self.engine.backward(self._micro_loss(loss_BT, micro, tokens, labels))
             self.engine.step()
             acc.add(loss_BT, micro.domain_ids)
-        sums, counts = acc.all_reduce(self.topology.dp_group)
-        bad = ~np.isfinite(sums)
-        if bad.any():
-            return self._nonfinite_step(step, batch, sums, counts, bad, loader_before,
-                                        skipped_before, lr, start)
+        pending = _PendingStep(step, batch.alpha, lr, acc.reduced(self.topology.dp_group),
+                               self.engine.get_global_grad_norm())
+        window.queue.append(pending)
+        withheld = getattr(self.engine, "skipped_steps", 0) > skipped_before
+        done = step + 1
+        due = (withheld or len(window.steps()) >= MAX_WINDOW
+               or any(is_due(done, every, cfg.train.steps)
+                      for every in (cfg.log.every, cfg.eval.every, cfg.checkpoint.every))
+               or any(p.acts_at(step) for p in self.passes))
+        if due:
+            self._read_window()
+            if not np.isfinite(pending.sums).all():
+                return self._nonfinite_step(pending, batch, withheld, loader_before)
         self.state.skipped_in_row = 0
-        self._after_step(StepInfo(step, batch, sums, counts))
-        seconds = time.perf_counter() - start
-        num_tokens = cfg.train.global_batch * self.manifest.seq_len
+        self._after_step(StepInfo(step, batch, read=self._read_current))
         self.state.step += 1
-        self.state.tokens += num_tokens
-        tokens_per_s = num_tokens / seconds
+        self.state.tokens += self.step_tokens
+        return self._emit_window() if due else []
+
+    def _read_window(self) -> None:
+        """Read the window's pending steps from the device (one transfer) and check them in
+        order: a non-finite step before the current one stops the run (its update was
+        applied, as no withheld update goes unread)."""
+        window = self._window
+        unread = [p for p in window.steps() if p.sums is None]
+        if not unread:
+            return
+        host = torch.stack([p.losses for p in unread]).cpu().numpy()
+        for pending, values in zip(unread, host):
+            pending.sums, pending.counts = values[0], values[1]
+            pending.losses = None
+            if pending.grad_norm is not None:
+                pending.grad_norm = float(pending.grad_norm)
+        for pending in window.steps()[:-1]:
+            if not np.isfinite(pending.sums).all():
+                self._stop_nonfinite(pending, applied=True)
+
+    def _read_current(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current step's (sums, counts) for a pass that reads them at a step where no
+        record was due: the window is read and checked first."""
+        self._read_window()
+        current = self._window.steps()[-1]
+        if not np.isfinite(current.sums).all():
+            self._stop_nonfinite(current, applied=True)
+        return current.sums, current.counts
+
+    def _emit_window(self) -> list[dict]:
+        """Write the window's records in order; its train records share its tokens/s (the
+        host waited for the device only at the window's end)."""
+        window, cfg = self._window, self.cfg
+        if not window.queue:
+            return []
+        self._read_window()
+        steps = window.steps()
+        seconds = (time.perf_counter() - window.start) / max(len(steps), 1)
+        tokens_per_s = self.step_tokens / seconds
         mfu = (self.flops_per_token * tokens_per_s / (self.env.world_size * PEAK_FLOPS)
                if self.env.on_gpu else None)
-        grad_norm = self.engine.get_global_grad_norm()
-        return {"kind": "train", "step": step, "loss": float(sums.sum() / counts.sum()),
-                "domain_loss": domain_means(sums, counts), "domain_tokens": counts.tolist(),
-                "alpha": batch.alpha.tolist(), "lr": lr,
-                "grad_norm": None if grad_norm is None else float(grad_norm),
-                "tokens_per_s": tokens_per_s, "mfu": mfu}
+        records = [item.record(tokens_per_s, mfu) if isinstance(item, _PendingStep) else item
+                   for item in window.queue]
+        self._window = _Window()
+        for record in records:
+            self.metrics.write(record)
+        return records
 
-    def _nonfinite_step(self, step: int, batch: Batch, sums: np.ndarray, counts: np.ndarray,
-                        bad: np.ndarray, loader_before: dict, skipped_before: int, lr: float,
-                        start: float) -> dict:
-        """A step whose loss is inf/NaN: skip it, or stop (train.nonfinite)."""
-        names = [n for n, b in zip(self.manifest.domain_names, bad) if b]
-        withheld = getattr(self.engine, "skipped_steps", 0) > skipped_before
+    def _nonfinite_step(self, pending: _PendingStep, batch: Batch, withheld: bool,
+                        loader_before: dict) -> list[dict]:
+        """The current step's loss is inf/NaN: skip it, or stop (train.nonfinite)."""
         cfg = self.cfg.train
-        if (cfg.nonfinite == "skip" and withheld
+        bad = ~np.isfinite(pending.sums)
+        names = [n for n, b in zip(self.manifest.domain_names, bad) if b]
+        if not (cfg.nonfinite == "skip" and withheld
                 and self.state.skipped_in_row < cfg.max_skipped):
-            self.state.step += 1
-            self.state.tokens += cfg.global_batch * self.manifest.seq_len
-            self.state.skipped += 1
-            self.state.skipped_in_row += 1
-            log.warning("step %d skipped: non-finite loss in %s (%d in a row)", step, names,
-                        self.state.skipped_in_row)
-            self.metrics.write({"kind": "skipped", "step": step, "nonfinite_domains": names,
-                                "in_row": self.state.skipped_in_row})
-            return {"kind": "train", "step": step, "loss": None,
-                    "domain_loss": [None if b else v for v, b in
-                                    zip(domain_means(sums, counts), bad)],
-                    "domain_tokens": counts.tolist(), "alpha": batch.alpha.tolist(), "lr": lr,
-                    "grad_norm": None, "tokens_per_s": None, "mfu": None, "skipped": True}
-        message = (f"step {step}: the loss of domain(s) {names} is not finite (inf/NaN)")
-        if withheld:  # the parameters are still those before the step: keep them
+            self._stop_nonfinite(pending, applied=not withheld, loader_before=loader_before)
+        self.state.step += 1
+        self.state.tokens += self.step_tokens
+        self.state.skipped += 1
+        self.state.skipped_in_row += 1
+        log.warning("step %d skipped: non-finite loss in %s (%d in a row)", pending.step, names,
+                    self.state.skipped_in_row)
+        pending.skipped = True
+        self._window.queue.append({"kind": "skipped", "step": pending.step,
+                                   "nonfinite_domains": names,
+                                   "in_row": self.state.skipped_in_row})
+        return self._emit_window()
+
+    def _stop_nonfinite(self, pending: _PendingStep, applied: bool,
+                        loader_before: dict | None = None) -> None:
+        """Write the records of the good steps before ``pending``, keep the last good state
+        and raise NonFiniteLoss naming the step and domains."""
+        names = [n for n, b in zip(self.manifest.domain_names, ~np.isfinite(pending.sums)) if b]
+        step = pending.step
+        message = f"step {step}: the loss of domain(s) {names} is not finite (inf/NaN)"
+        if not applied:  # the parameters are still those before the step: keep them
             state = self._client_state()
             state["loader"] = loader_before
             if self.checkpoints.latest() != step:
@@ -314,8 +425,14 @@ class Trainer:
             message += (f"; the update was applied (zero.stage={self.cfg.zero.stage}), so the "
                         f"last good state is the latest complete checkpoint "
                         f"(step {self.checkpoints.latest()})")
-        if cfg.nonfinite == "skip" and withheld:
+        if self.cfg.train.nonfinite == "skip" and not applied:
             message += f" ({self.state.skipped_in_row} skipped steps in a row before it)"
+        queue = self._window.queue
+        good = queue[:queue.index(pending)]
+        for item in good:
+            self.metrics.write(item.record(None, None) if isinstance(item, _PendingStep)
+                               else item)
+        self._window = _Window()
         self.metrics.write({"kind": "nonfinite", "step": step, "nonfinite_domains": names})
         raise NonFiniteLoss(message)
 
@@ -324,8 +441,7 @@ class Trainer:
         step, so no batch already drawn is stale)."""
         for step_pass in self.passes:
             out = step_pass.after_step(info)
-            for record in out.records:
-                self.metrics.write(record)
+            self._window.queue.extend(out.records)
             if out.weights is None:
                 continue
             if step_pass is not self._mixture_owner:

@@ -35,7 +35,7 @@ def _args(root: str, run_dir: str) -> list[str]:
             "model.head_dim=16", "model.d_model=32", "model.ffn_hidden=64",
             "model.vocab_size=384", "model.seq_len=16", "train.global_batch=4",
             "train.micro_batch=2", "eval.sequences_per_domain=2", "eval.every=0",
-            "checkpoint.every=50", "log.every=10", "log.tensorboard=false"]
+            "checkpoint.every=50", "log.every=1", "log.tensorboard=false"]
 
 
 def _launch(root: str, run_dir: str, logs: list) -> list[subprocess.Popen]:
@@ -98,3 +98,36 @@ def test_signal_checkpoints_and_the_rerun_resumes_exactly(data_root, tmp_path, s
     resumed = [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl"), "train")]
     clean = [r["loss"] for r in read_metrics(os.path.join(clean_dir, "metrics.jsonl"), "train")]
     assert len(clean) == STEPS and resumed == clean
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler installed for ``sig`` (/proc SigCgt mask)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            mask = next(line for line in fh if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+def test_signal_while_the_run_starts_is_kept_for_the_first_step_boundary(data_root, tmp_path):
+    """SIGUSR1 to one rank while it is still importing torch and building the engine (as
+    soon as the launcher records signals): no rank dies; both checkpoint step 0 and exit
+    75, and the requeued run trains to the end."""
+    run_dir = str(tmp_path / "early")
+    logs = []
+    procs = _launch(data_root, run_dir, logs)
+    deadline = time.time() + 60
+    while not _catches(procs[1].pid, signal.SIGUSR1) and time.time() < deadline:
+        assert procs[1].poll() is None
+        time.sleep(0.005)
+    procs[1].send_signal(signal.SIGUSR1)
+    codes = _wait(procs, logs)
+    text = open(run_dir + ".rank0.log").read()
+    assert codes == [EXIT_PREEMPTED] * 2, text[-3000:]
+    (stop,) = read_metrics(os.path.join(run_dir, "metrics.jsonl"), "preempted")
+    assert stop["step"] == 0 and stop["signal"] == "SIGUSR1"
+    assert os.path.isfile(os.path.join(run_dir, "checkpoints", "step_00000000", "COMPLETE"))
+    logs = []
+    assert _wait(_launch(data_root, run_dir, logs), logs) == [0, 0]
+    assert len(read_metrics(os.path.join(run_dir, "metrics.jsonl"), "train")) == STEPS
