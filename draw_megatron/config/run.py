@@ -121,6 +121,11 @@ class DataConfig(Config):
     """Remote root only: the most shard bytes each split keeps in cache_dir, e.g. "20gb"
     (the coldest shards are evicted); null: no limit."""
 
+    verify_shards: bool = True
+    """Check each shard the first time a process reads from it: present, the size index.json
+    records and the xxh64 hash the converter recorded (roots converted without hashes: size
+    only). A damaged shard stops the run with one line naming it; false skips the check."""
+
     def validate(self, prefix: str | None = None) -> None:
         for name in ("root", "split", "eval_split"):
             require(bool(getattr(self, name)),

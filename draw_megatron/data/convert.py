@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from draw_megatron.data import remote
 from draw_megatron.data.manifest import (INDEX_NAME, MANIFEST_FORMAT, MANIFEST_NAME,
-                                         natural_weights)
+                                         SHARD_HASH, natural_weights)
 from draw_megatron.data.pile import PILE_EPOCHS, BadInputLog, iter_raw_lines, parse_line, slugify
 from draw_megatron.data.encode_worker import EncodeTask, init_worker
 from draw_megatron.data.tokenizer import Tokenizer
@@ -108,8 +108,11 @@ class _DomainPacker:
         num_windows = (len(stream) - 1) // self.seq_len
         if self.writer is None:
             kind = MDSWriter if self.publish is None else _PublishingMDSWriter
+            # The shard hashes let the loader catch a damaged shard (flipped bytes are still
+            # valid token ids) the first time it reads one.
             self.writer = kind(out=self.out_dir, columns={"tokens": f"ndarray:{self.dtype}"},
-                               size_limit=self.shard_size, compression=None)
+                               size_limit=self.shard_size, compression=None,
+                               hashes=[SHARD_HASH])
             if self.publish is not None:
                 self.writer.publish = self.publish
         span = self.seq_len + 1

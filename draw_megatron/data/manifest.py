@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 MANIFEST_FORMAT = "draw-data/v1"
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.json"  # the MDS library's index of one dataset's shards
+SHARD_HASH = "xxh64"  # recorded for every shard in index.json (raw_data.hashes), the library's name
 
 
 class ManifestError(ValueError):

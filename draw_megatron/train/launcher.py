@@ -84,6 +84,11 @@ def run(args: argparse.Namespace, *, launcher_keys: dict[str, str] | None = None
         if env.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
+    except ManifestError as exc:
+        # A damaged shard, met by whichever rank reads it first: one line, and a failed
+        # process that makes the launcher stop the other ranks.
+        print(f"data error (rank {env.rank}): {exc}", file=sys.stderr)
+        return 1
     finally:
         trainer.close()
     return 0

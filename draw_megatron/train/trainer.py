@@ -127,11 +127,11 @@ class Trainer:
             # (train.nonfinite; see draw_megatron/train/stopping.py).
             self.engine.optimizer.check_grad_overflow = True
         schedule = make_schedule(cfg, self.manifest)
-        self.train_data = DomainData(self.manifest, cfg.data.split)
+        self.train_data = DomainData(self.manifest, cfg.data.split, cfg.data.verify_shards)
         self.loader = MixtureLoader(self.train_data, schedule, cfg.train.global_batch,
                                     cfg.run.seed, topology.dp_rank, topology.dp_size,
                                     stratified=any(p.stratified_batches for p in self.passes))
-        self.eval_data = DomainData(self.manifest, cfg.eval_split)
+        self.eval_data = DomainData(self.manifest, cfg.eval_split, cfg.data.verify_shards)
         self.evaluator = Evaluator(self.eval_data, cfg.eval.sequences_per_domain,
                                    cfg.train.micro_batch, topology.dp_rank, topology.dp_size,
                                    topology.dp_group, env.device)

@@ -103,6 +103,18 @@ def running_s3_server() -> Iterator[S3Server]:
             proc.wait()
 
 
+@contextmanager
+def s3_environment() -> Iterator[S3Server]:
+    """A running server, with this process's environment pointing at it (credentials from
+    the environment only, none of the machine's own AWS settings) until the block ends."""
+    with running_s3_server() as server, pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+            mp.delenv(name, raising=False)
+        for name, value in server.env().items():
+            mp.setenv(name, value)
+        yield server
+
+
 def upload_tree(server: S3Server, local: str, url: str) -> None:
     """Copy a local data root to ``url`` (s3://bucket/prefix, bucket created), manifest last.
     The client's environment must point at ``server``."""

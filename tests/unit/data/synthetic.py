@@ -13,15 +13,18 @@ import os
 import numpy as np
 from streaming import MDSWriter
 
-from draw_megatron.data.manifest import MANIFEST_FORMAT, natural_weights
+from draw_megatron.data.manifest import MANIFEST_FORMAT, SHARD_HASH, natural_weights
 
 
 def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: str = "train",
                         names: list[str] | None = None, vocab_size: int = 65536,
                         splits: tuple[str, ...] | None = None,
-                        random_domains: tuple[int, ...] = ()) -> str:
+                        random_domains: tuple[int, ...] = (), shard_size: int = 1 << 26,
+                        hashes: bool = True) -> str:
     """Write the root; ``splits`` (default: just ``split``) each get the same sequences.
-    Token values are taken mod ``vocab_size`` (decode_items needs the default)."""
+    Token values are taken mod ``vocab_size`` (decode_items needs the default). Shards hold
+    about ``shard_size`` bytes and record their xxh64 hashes as the converter's do, unless
+    ``hashes`` is False (a root written before the converter recorded them)."""
     names = names or [f"Domain {d}" for d in range(len(sizes))]
     splits = splits or (split,)
     domains = []
@@ -31,7 +34,9 @@ def make_synthetic_root(root: str, sizes: list[int], seq_len: int = 8, split: st
         for s in splits:
             if n:
                 with MDSWriter(out=os.path.join(root, s, slug),
-                               columns={"tokens": "ndarray:uint16"}, compression=None) as w:
+                               columns={"tokens": "ndarray:uint16"}, compression=None,
+                               size_limit=shard_size,
+                               hashes=[SHARD_HASH] if hashes else None) as w:
                     for j in range(n):
                         row = np.arange(j, j + seq_len + 1, dtype=np.int64)
                         if d in random_domains:

@@ -20,7 +20,7 @@ from draw_megatron.data.loader import MixtureLoader
 from draw_megatron.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 from draw_megatron.mixture.kinds import schedule_for
 from draw_megatron.train.trainer import check_config_against_data
-from tests.unit.data.s3_server import running_s3_server
+from tests.unit.data.s3_server import s3_environment
 from tests.unit.tools.conftest import load_tool
 
 SEQ_LEN = 32
@@ -37,11 +37,7 @@ def _splits(corpus: str) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def s3():
     """The server, with this process's environment pointing at it (credentials in env)."""
-    with running_s3_server() as server, pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-            mp.delenv(name, raising=False)
-        for name, value in server.env().items():
-            mp.setenv(name, value)
+    with s3_environment() as server:
         server.client().create_bucket(Bucket=BUCKET)
         yield server
 
