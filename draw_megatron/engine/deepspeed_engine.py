@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from draw_megatron.utils.host_malloc import keep_freed_memory
+
 from draw_megatron.config.run import RunConfig
 from draw_megatron.engine.launch_env import env_from_slurm
 from draw_megatron.engine.lr_schedule import lr_at, warmup_steps
@@ -63,6 +65,8 @@ def init_distributed() -> DistEnv:
         # Ranks sharing a CPU each get their share of its cores (oversubscription is slow).
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        # Freed tensors stay in the process instead of being faulted in again every step.
+        keep_freed_memory()
     import torch.distributed as dist
 
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
