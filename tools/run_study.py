@@ -399,8 +399,11 @@ def evaluate_downstream(res: Results, args: argparse.Namespace) -> None:
 
 
 def downstream_columns(res: Results) -> list[str]:
+    """The metrics every run has, in lm-eval's order; counts that lm-eval reports beside
+    them (``sample_len``: no better direction) are left out."""
     first = next(iter(res.downstream.values()))[0]
-    return [c for c in first if all(c in d for ds in res.downstream.values() for d in ds)]
+    return [c for c in first if all(c in d for ds in res.downstream.values() for d in ds)
+            and _better(res, c) != "?"]
 
 
 def downstream_values(res: Results, method: str, column: str) -> np.ndarray:

@@ -241,7 +241,7 @@ def _fake_scores(run_dir: str) -> dict:
     """lm-eval results of a fake run, fixed by its folder."""
     rng = np.random.default_rng(zlib.crc32(run_dir.encode()) + 1)
     return {"results": {"task_a": {"alias": "task_a", "acc,none": float(rng.random()),
-                                   "acc_stderr,none": 0.01},
+                                   "acc_stderr,none": 0.01, "sample_len": 10},
                         "task_b": {"bits_per_byte,none": float(2 + rng.random())}},
             "higher_is_better": {"task_a": {"acc": True}, "task_b": {"bits_per_byte": False}},
             "n-shot": {"task_a": 0, "task_b": 0}}
@@ -282,6 +282,7 @@ def test_downstream_scores_every_run_and_summarises_them(tool, fake, data, tmp_p
     assert "## Downstream (lm-eval)" in md
     assert "task_a 0-shot acc higher" in md and "task_b 0-shot bits_per_byte lower" in md
     assert "| draw | natural | task_b 0-shot bits_per_byte |" in md
+    assert "sample_len" not in md  # a count, not a metric
     # a rerun reuses every score
     calls.clear()
     assert tool.main(_argv(data, out, *extra)) == 0
