@@ -90,8 +90,6 @@ def main(argv=None) -> int:
 
 def verify_cost(args: argparse.Namespace) -> int:
     """Loader tokens/s with shard verification on and off (see the module docstring)."""
-    import numpy as np
-
     from draw_megatron.data.domains import DomainData, shard_hash
     from draw_megatron.data.loader import MixtureLoader
     from draw_megatron.data.manifest import Manifest

@@ -371,7 +371,7 @@ class Trainer:
     def _emit_window(self) -> list[dict]:
         """Write the window's records in order; its train records share its tokens/s (the
         host waited for the device only at the window's end)."""
-        window, cfg = self._window, self.cfg
+        window = self._window
         if not window.queue:
             return []
         self._read_window()
